@@ -1,0 +1,354 @@
+"""Recipes: YAML files read into typed, range-checked dataclasses.
+
+Every field carries its type and range; ``load_recipe`` refuses unknown keys, wrong types and
+out-of-range values with one line naming the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.errors import BadInput
+
+
+def _f(default: Any = dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False,
+       choices: tuple | None = None, factory=None, help: str = "") -> Any:
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "fashion_mnist", "mnist")
+CRITERIA = ("umm", "ws", "mmm", "random", "umm_reverse", "ws_reverse", "mmm_reverse")
+BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("resnet_quick", help="registry name, see `chase-deploy train --list-models`")
+    kwargs: dict = _f(factory=dict, help="the model factory's keyword arguments")
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("digits", choices=DATASETS)
+    root: str | None = _f(None, help="where the data lives (cifar, imagefolder, idx formats)")
+    batch_size: int = _f(128, lo=1, help="global batch size, split evenly across DDP processes")
+    eval_batch_size: int = _f(512, lo=1)
+    workers: int = _f(0, lo=0, hi=64)
+    image_size: int | None = _f(None, lo=4, hi=1024, help="resize/upscale to this size")
+    augment: bool = _f(True)
+    crop_padding: int = _f(4, lo=0, hi=64)
+    flip: bool = _f(True)
+    val_fraction: float = _f(0.2, lo=0.0, hi=1.0, lo_open=True, hi_open=True, help="digits split")
+    num_classes: int = _f(10, lo=2, help="synthetic only")
+    channels: int = _f(3, lo=1, hi=16, help="synthetic only")
+    num_train: int = _f(1024, lo=1, help="synthetic only")
+    num_val: int = _f(256, lo=1, help="synthetic only")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(10, lo=1, hi=10000)
+    lr: float = _f(0.1, lo=0.0, lo_open=True, hi=100.0)
+    momentum: float = _f(0.9, lo=0.0, hi=1.0, hi_open=True)
+    nesterov: bool = _f(False)
+    weight_decay: float = _f(5e-4, lo=0.0, hi=1.0)
+    no_decay_norm_bias: bool = _f(False, help="no weight decay on norm layers and biases")
+    lr_schedule: str = _f("cosine", choices=("constant", "step", "multistep", "cosine"))
+    milestones: list[int] = _f(factory=list, help="epochs of the multistep LR drops")
+    step_size: int = _f(30, lo=1, help="epochs between step LR drops")
+    gamma: float = _f(0.1, lo=0.0, hi=1.0, lo_open=True)
+    warmup_epochs: float = _f(0.0, lo=0.0)
+    label_smoothing: float = _f(0.0, lo=0.0, hi=1.0, hi_open=True)
+    amp: str = _f("none", choices=("none", "bf16", "fp16"), help="CUDA only; ignored on the CPU")
+    channels_last: bool = _f(False, help="CUDA only")
+    grad_clip: float = _f(0.0, lo=0.0, help="max global grad norm; 0 is off")
+
+
+@dataclass
+class ChaseConfig:
+    density: float = _f(0.1, lo=0.0, hi=1.0, lo_open=True)
+    init: str = _f("erk", choices=("erk", "er", "uniform"))
+    dense_layers: list[str] = _f(factory=list)
+    update_every: int = _f(1000, lo=1)
+    growth_extra: float = _f(0.05, lo=0.0, hi=1.0)
+    growth_extra_end: float = _f(0.0, lo=0.0, hi=1.0)
+    scope: str = _f("global", choices=("global", "layerwise"))
+    explore_until: int | None = _f(None, lo=0, help="epoch tau_stop; default epochs - 30 (or 3/4 of short runs)")
+    after_stop: str = _f("continue", choices=("continue", "freeze"))
+    channel_sparsity: float = _f(0.5, lo=0.0, hi=1.0, hi_open=True)
+    channel_every: int = _f(1000, lo=2)
+    channel_schedule: str = _f("cubic", choices=("cubic", "cosine"))
+    beta: float = _f(0.5, lo=0.0, hi=1.0)
+    criterion: str = _f("umm", choices=CRITERIA)
+    align: int = _f(1, lo=1, hi=512)
+    prune_skip: bool = _f(False)
+
+
+# The paper's / released code's vocabulary, accepted where it is unambiguous.
+CHASE_ALIASES = {
+    "sparse_init": "init",
+    "update_frequency": "update_every",
+    "death_rate": "growth_extra",
+    "prune_rate": "growth_extra",
+    "start_layer_rate": "channel_sparsity",
+    "layer_interval": "channel_every",
+    "minumum_ratio": "beta",
+    "minimum_ratio": "beta",
+    "stop_gmp_epochs": "explore_until",
+}
+_VALUE_ALIASES = {("chase", "init"): {"fixed_erk": "erk"}}
+
+
+@dataclass
+class DeployConfig:
+    opset: int = _f(18, lo=18, hi=23)
+    round_to: int = _f(8, lo=1, hi=512)
+    backends: list[str] = _f(factory=lambda: ["auto"], help=f"any of {', '.join(BACKENDS)}")
+    batch_sizes: list[int] = _f(factory=lambda: [1, 8, 32])
+    duration_s: float = _f(2.0, lo=0.0, lo_open=True, hi=3600.0)
+    warmup_ms: float = _f(200.0, lo=0.0)
+    threads: int | None = _f(None, lo=1, hi=1024)
+    precision: str = _f("fp32", choices=("fp32", "fp16", "bf16"))
+
+
+@dataclass
+class Recipe:
+    seed: int = _f(0, lo=0, hi=2**31 - 1)
+    model: ModelConfig = _f(factory=ModelConfig)
+    data: DataConfig = _f(factory=DataConfig)
+    train: TrainConfig = _f(factory=TrainConfig)
+    chase: ChaseConfig = _f(factory=ChaseConfig)
+    deploy: DeployConfig = _f(factory=DeployConfig)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        model = out.pop("model")
+        out["model"] = {"name": model["name"], **model["kwargs"]}
+        return {k: out[k] for k in ("seed", "model", "data", "train", "chase", "deploy")}
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the Chase controller has anything to do."""
+        return self.chase.density < 1.0 or self.chase.channel_sparsity > 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply ``KEY=VALUE`` overrides, validate everything."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"recipe {path}: no such file") from None
+    except OSError as e:
+        raise BadInput(f"recipe {path}: cannot read ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BadInput(f"recipe {path}:{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"recipe {path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as a YAML scalar or list."""
+    if "=" not in item:
+        raise BadInput(f"--set {item!r}: expected KEY=VALUE, e.g. chase.channel_sparsity=0.3")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise BadInput(f"--set {item!r}: empty key part")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise BadInput(f"--set {key}: {p} is not a section")
+        node = child
+    node[parts[-1]] = parsed
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    raw = dict(raw)
+    model_raw = raw.pop("model", None) or {}
+    if not isinstance(model_raw, dict):
+        raise BadInput("recipe key model: expected a mapping with `name` and the model's arguments")
+    recipe = _build(Recipe, {k: v for k, v in raw.items()}, "", skip={"model"})
+    recipe.model = _build_model(model_raw)
+    _cross_check(recipe)
+    return recipe
+
+
+def _build(cls: type, raw: Any, prefix: str, skip: set[str] = frozenset()) -> Any:
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(raw, dict):
+        raise BadInput(f"recipe key {where}: expected a mapping, got {_show(raw)}")
+    section = prefix.rstrip(".")
+    if cls is ChaseConfig:
+        raw = {CHASE_ALIASES.get(k, k): v for k, v in raw.items()}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields) - skip)
+    if unknown:
+        valid = ", ".join(sorted(set(fields) - skip))
+        raise BadInput(f"recipe key {prefix}{unknown[0]}: unknown key; valid keys here: {valid}")
+    values = {}
+    for name, f in fields.items():
+        if name in skip or name not in raw:
+            continue
+        key = f"{prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name] if raw[name] is not None else {}, f"{key}.")
+            continue
+        value = raw[name]
+        aliases = _VALUE_ALIASES.get((section, name))
+        if aliases and isinstance(value, str):
+            value = aliases.get(value.lower(), value)
+        values[name] = _check(key, value, hint, f.metadata)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: Any, meta: typing.Mapping) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check(key, value, inner, meta)
+    if origin is list:
+        if not isinstance(value, list):
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                value = [value]
+            else:
+                raise BadInput(f"recipe key {key}: expected a list, got {_show(value)}")
+        return [_check(f"{key}[{i}]", v, args[0], meta) for i, v in enumerate(value)]
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise BadInput(f"recipe key {key}: expected a mapping, got {_show(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BadInput(f"recipe key {key}: expected true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise BadInput(f"recipe key {key}: expected an integer, got {_show(value)}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"recipe key {key}: expected a number, got {_show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise BadInput(f"recipe key {key}: expected a finite number, got {value}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise BadInput(f"recipe key {key}: expected a string, got {_show(value)}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise BadInput(f"recipe key {key}: {value!r} is not one of {', '.join(choices)}")
+    _check_range(key, value, meta)
+    return value
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None:
+        return
+    bad_lo = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
+    bad_hi = hi is not None and (value >= hi if meta.get("hi_open") else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if meta.get("lo_open") else "["
+        right = ")" if meta.get("hi_open") else "]"
+        rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise BadInput(f"recipe key {key}: {value} is out of range {rng}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}"
+
+
+def _build_model(raw: dict) -> ModelConfig:
+    from train.models import list_models, model_kwargs
+
+    raw = dict(raw)
+    name = raw.pop("name", "resnet_quick")
+    if not isinstance(name, str):
+        raise BadInput(f"recipe key model.name: expected a string, got {_show(name)}")
+    if name not in list_models():
+        raise BadInput(f"recipe key model.name: unknown model {name!r}; valid: {', '.join(list_models())}")
+    params = model_kwargs(name)
+    for key, value in raw.items():
+        if key not in params:
+            raise BadInput(
+                f"recipe key model.{key}: not an argument of {name}; valid: name, {', '.join(sorted(params))}"
+            )
+        default = params[key].default
+        if isinstance(default, bool):
+            _check(f"model.{key}", value, bool, {})
+        elif isinstance(default, int):
+            _check(f"model.{key}", value, int, {"lo": 1})
+        elif isinstance(default, float):
+            _check(f"model.{key}", value, float, {})
+    return ModelConfig(name=name, kwargs=raw)
+
+
+def _cross_check(r: Recipe) -> None:
+    if r.chase.explore_until is not None and r.chase.explore_until > r.train.epochs:
+        raise BadInput(
+            f"recipe key chase.explore_until: {r.chase.explore_until} is past train.epochs ({r.train.epochs})"
+        )
+    if r.chase.growth_extra_end > r.chase.growth_extra:
+        raise BadInput("recipe key chase.growth_extra_end: must not exceed chase.growth_extra")
+    if r.train.warmup_epochs > r.train.epochs:
+        raise BadInput(f"recipe key train.warmup_epochs: {r.train.warmup_epochs} is past train.epochs")
+    for i, m in enumerate(r.train.milestones):
+        if not 0 < m <= r.train.epochs:
+            raise BadInput(f"recipe key train.milestones[{i}]: {m} is out of range [1, {r.train.epochs}]")
+    for i, b in enumerate(r.deploy.backends):
+        if b not in BACKENDS:
+            raise BadInput(f"recipe key deploy.backends[{i}]: {b!r} is not one of {', '.join(BACKENDS)}")
+    for i, b in enumerate(r.deploy.batch_sizes):
+        if b < 1:
+            raise BadInput(f"recipe key deploy.batch_sizes[{i}]: {b} is not a positive integer")
+    if r.data.name in ("cifar10", "cifar100", "imagefolder") and not r.data.root:
+        raise BadInput(f"recipe key data.root: dataset {r.data.name} needs data.root (where the files are)")
+
+
+def explore_until_epoch(r: Recipe) -> int:
+    """tau_stop in epochs: the recipe's value, else E - 30, or 3/4 of runs of 40 epochs or fewer."""
+    if r.chase.explore_until is not None:
+        return r.chase.explore_until
+    e = r.train.epochs
+    return e - 30 if e > 40 else max(1, math.ceil(0.75 * e))
