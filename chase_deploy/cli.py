@@ -20,7 +20,9 @@ def _check_train_package() -> None:
     try:
         import train
     except ImportError as e:  # pragma: no cover - broken install
-        raise SystemExit(f"error: cannot import chase-deploy's `train` package ({e}); reinstall chase-deploy") from e
+        raise SystemExit(
+            f"error: cannot import chase-deploy's `train` package ({e}); reinstall chase-deploy"
+        ) from e
     if not getattr(train, "CHASE_DEPLOY_TRAIN", False):
         where = getattr(train, "__file__", None) or "an unknown location"
         click.echo(
@@ -32,8 +34,11 @@ def _check_train_package() -> None:
 
 
 class App(click.Group):
-    def invoke(self, ctx: click.Context):
+    def main(self, *args, **kwargs):
         _check_train_package()
+        return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context):
         from train.errors import BadInput
 
         try:
@@ -43,7 +48,9 @@ class App(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=App, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="chase-deploy")
 def main() -> None:
     """Train CNNs with Chase, slim them in ONNX, build TensorRT engines, benchmark the speedup.

@@ -14,7 +14,16 @@ from train.errors import BadInput
 
 FORMAT = "chase-checkpoint"
 VERSION = 1
-REQUIRED = ("format", "version", "model", "state_dict", "masks", "channel_plan", "recipe", "progress")
+REQUIRED = (
+    "format",
+    "version",
+    "model",
+    "state_dict",
+    "masks",
+    "channel_plan",
+    "recipe",
+    "progress",
+)
 
 
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
@@ -55,14 +64,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
-        raise BadInput(f"checkpoint {path}: chase checkpoint lacks {', '.join(missing)}; is it truncated?")
+        raise BadInput(
+            f"checkpoint {path}: chase checkpoint lacks {', '.join(missing)}; is it truncated?"
+        )
     model = ckpt["model"]
     if not isinstance(model, dict) or "name" not in model:
         raise BadInput(f"checkpoint {path}: `model` entry must name the model and its kwargs")
     return ckpt
 
 
-def build_model_from_checkpoint(ckpt: dict[str, Any], *, apply_masks: bool = True) -> torch.nn.Module:
+def build_model_from_checkpoint(
+    ckpt: dict[str, Any], *, apply_masks: bool = True
+) -> torch.nn.Module:
     """Rebuild the registry model, load the dense-shaped state and zero the masked weights."""
     from train.models import create_model
 
@@ -70,7 +83,9 @@ def build_model_from_checkpoint(ckpt: dict[str, Any], *, apply_masks: bool = Tru
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise BadInput(f"checkpoint state_dict does not fit model {ckpt['model']['name']}: {str(e).splitlines()[0]}") from None
+        raise BadInput(
+            f"checkpoint state_dict does not fit model {ckpt['model']['name']}: {str(e).splitlines()[0]}"
+        ) from None
     if apply_masks:
         params = dict(model.named_parameters())
         with torch.no_grad():

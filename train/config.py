@@ -19,9 +19,25 @@ import yaml
 from train.errors import BadInput
 
 
-def _f(default: Any = dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False,
-       choices: tuple | None = None, factory=None, help: str = "") -> Any:
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "help": help}
+def _f(
+    default: Any = dataclasses.MISSING,
+    *,
+    lo=None,
+    hi=None,
+    lo_open=False,
+    hi_open=False,
+    choices: tuple | None = None,
+    factory=None,
+    help: str = "",
+) -> Any:
+    meta = {
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "hi_open": hi_open,
+        "choices": choices,
+        "help": help,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -84,7 +100,9 @@ class ChaseConfig:
     growth_extra: float = _f(0.05, lo=0.0, hi=1.0)
     growth_extra_end: float = _f(0.0, lo=0.0, hi=1.0)
     scope: str = _f("global", choices=("global", "layerwise"))
-    explore_until: int | None = _f(None, lo=0, help="epoch tau_stop; default epochs - 30 (or 3/4 of short runs)")
+    explore_until: int | None = _f(
+        None, lo=0, help="epoch tau_stop; default epochs - 30 (or 3/4 of short runs)"
+    )
     after_stop: str = _f("continue", choices=("continue", "freeze"))
     channel_sparsity: float = _f(0.5, lo=0.0, hi=1.0, hi_open=True)
     channel_every: int = _f(1000, lo=2)
@@ -166,7 +184,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise BadInput(f"recipe {path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+        raise BadInput(
+            f"recipe {path}: expected a mapping of sections at the top, got {type(raw).__name__}"
+        )
     for item in overrides:
         apply_override(raw, item)
     return recipe_from_dict(raw)
@@ -307,7 +327,9 @@ def _build_model(raw: dict) -> ModelConfig:
     if not isinstance(name, str):
         raise BadInput(f"recipe key model.name: expected a string, got {_show(name)}")
     if name not in list_models():
-        raise BadInput(f"recipe key model.name: unknown model {name!r}; valid: {', '.join(list_models())}")
+        raise BadInput(
+            f"recipe key model.name: unknown model {name!r}; valid: {', '.join(list_models())}"
+        )
     params = model_kwargs(name)
     for key, value in raw.items():
         if key not in params:
@@ -332,18 +354,26 @@ def _cross_check(r: Recipe) -> None:
     if r.chase.growth_extra_end > r.chase.growth_extra:
         raise BadInput("recipe key chase.growth_extra_end: must not exceed chase.growth_extra")
     if r.train.warmup_epochs > r.train.epochs:
-        raise BadInput(f"recipe key train.warmup_epochs: {r.train.warmup_epochs} is past train.epochs")
+        raise BadInput(
+            f"recipe key train.warmup_epochs: {r.train.warmup_epochs} is past train.epochs"
+        )
     for i, m in enumerate(r.train.milestones):
         if not 0 < m <= r.train.epochs:
-            raise BadInput(f"recipe key train.milestones[{i}]: {m} is out of range [1, {r.train.epochs}]")
+            raise BadInput(
+                f"recipe key train.milestones[{i}]: {m} is out of range [1, {r.train.epochs}]"
+            )
     for i, b in enumerate(r.deploy.backends):
         if b not in BACKENDS:
-            raise BadInput(f"recipe key deploy.backends[{i}]: {b!r} is not one of {', '.join(BACKENDS)}")
+            raise BadInput(
+                f"recipe key deploy.backends[{i}]: {b!r} is not one of {', '.join(BACKENDS)}"
+            )
     for i, b in enumerate(r.deploy.batch_sizes):
         if b < 1:
             raise BadInput(f"recipe key deploy.batch_sizes[{i}]: {b} is not a positive integer")
     if r.data.name in ("cifar10", "cifar100", "imagefolder") and not r.data.root:
-        raise BadInput(f"recipe key data.root: dataset {r.data.name} needs data.root (where the files are)")
+        raise BadInput(
+            f"recipe key data.root: dataset {r.data.name} needs data.root (where the files are)"
+        )
 
 
 def explore_until_epoch(r: Recipe) -> int:

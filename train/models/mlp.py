@@ -45,6 +45,9 @@ class MLP(nn.Module):
 
 @register_model
 def mlp(
-    num_classes: int = 10, in_channels: int = 1, input_size: int = 28, hidden: list[int] | None = None
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    hidden: list[int] | None = None,
 ) -> MLP:
     return MLP(in_channels * input_size * input_size, list(hidden or [256, 128]), num_classes)

@@ -181,20 +181,38 @@ def _init_weights(model: nn.Module) -> None:
 
 @register_model
 def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(BasicBlock, [3, 3, 3], [16, 32, 64], stem_width=16, num_classes=num_classes, in_channels=in_channels)
+    return ResNet(
+        BasicBlock,
+        [3, 3, 3],
+        [16, 32, 64],
+        stem_width=16,
+        num_classes=num_classes,
+        in_channels=in_channels,
+    )
 
 
 @register_model
 def resnet32(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(BasicBlock, [5, 5, 5], [16, 32, 64], stem_width=16, num_classes=num_classes, in_channels=in_channels)
+    return ResNet(
+        BasicBlock,
+        [5, 5, 5],
+        [16, 32, 64],
+        stem_width=16,
+        num_classes=num_classes,
+        in_channels=in_channels,
+    )
 
 
 @register_model
 def resnet50_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """The CIFAR ResNet-50 of the GraNet/Chase code: 3x3 stem, no max-pool, bias-free classifier."""
     return ResNet(
-        Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512],
-        num_classes=num_classes, in_channels=in_channels, fc_bias=False,
+        Bottleneck,
+        [3, 4, 6, 3],
+        [64, 128, 256, 512],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        fc_bias=False,
     )
 
 
@@ -202,8 +220,12 @@ def resnet50_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
 def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
     """ImageNet ResNet-50 v1.5; parameter names match torchvision's ``resnet50``."""
     return ResNet(
-        Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512],
-        stem="imagenet", num_classes=num_classes, in_channels=in_channels,
+        Bottleneck,
+        [3, 4, 6, 3],
+        [64, 128, 256, 512],
+        stem="imagenet",
+        num_classes=num_classes,
+        in_channels=in_channels,
     )
 
 
@@ -213,6 +235,10 @@ def resnet_quick(
 ) -> ResNet:
     """A small bottleneck ResNet for the quickstart: three stages of ``blocks`` bottlenecks."""
     return ResNet(
-        Bottleneck, [blocks] * 3, [width, 2 * width, 4 * width],
-        stem_width=2 * width, num_classes=num_classes, in_channels=in_channels,
+        Bottleneck,
+        [blocks] * 3,
+        [width, 2 * width, 4 * width],
+        stem_width=2 * width,
+        num_classes=num_classes,
+        in_channels=in_channels,
     )

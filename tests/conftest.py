@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny recipes that train in seconds on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Keep test runs on the two CI cores predictable.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TINY_RECIPE = {
+    "seed": 3,
+    "model": {"name": "resnet_quick", "width": 4},
+    "data": {
+        "name": "synthetic",
+        "image_size": 8,
+        "channels": 3,
+        "num_classes": 4,
+        "num_train": 192,
+        "num_val": 64,
+        "batch_size": 32,
+        "crop_padding": 1,
+    },
+    "train": {"epochs": 3, "lr": 0.05, "weight_decay": 5.0e-4, "lr_schedule": "cosine"},
+    "chase": {
+        "density": 0.3,
+        "update_every": 4,
+        "channel_every": 4,
+        "explore_until": 2,
+        "channel_sparsity": 0.5,
+        "beta": 0.5,
+        "growth_extra": 0.05,
+    },
+}
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_RECIPE, sort_keys=False))
+    return path
+
+
+def write_recipe(path: Path, **sections) -> Path:
+    recipe = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_RECIPE.items()}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            recipe.setdefault(key, {}).update(value)
+        else:
+            recipe[key] = value
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

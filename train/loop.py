@@ -1,0 +1,367 @@
+"""The training loop: a plain, readable epoch loop (torchvision references style) with the Chase
+controller hooked in after every optimizer step, checkpoints every epoch and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.atomic import write_json, write_text
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import Recipe, explore_until_epoch
+from train.data import DataBundle, build_data
+from train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from train.errors import BadInput
+from train.metrics import MetricsLog
+from train.models import create_model, model_kwargs
+from train.optim import build_optimizer, lr_at, set_lr
+from train.progress import Progress, log
+
+EMPTY_PLAN = {"format": "chase-channel-plan", "version": 1, "layers": {}}
+
+
+@dataclass
+class RunPaths:
+    out: Path
+
+    @property
+    def last(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.out / "final.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def plan(self) -> Path:
+        return self.out / "channel_plan.json"
+
+    @property
+    def recipe(self) -> Path:
+        return self.out / "recipe.yaml"
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_model_kwargs(recipe: Recipe, data: DataBundle) -> None:
+    """Fill num_classes / in_channels / input_size from the data unless the recipe sets them."""
+    accepted = model_kwargs(recipe.model.name)
+    implied = {
+        "num_classes": data.num_classes,
+        "in_channels": data.input_shape[0],
+        "input_size": data.input_shape[1],
+    }
+    for key, value in implied.items():
+        if key in accepted and key not in recipe.model.kwargs:
+            recipe.model.kwargs[key] = value
+    given = recipe.model.kwargs.get("num_classes")
+    if given is not None and given != data.num_classes:
+        raise BadInput(
+            f"recipe key model.num_classes: {given}, but dataset {recipe.data.name} has {data.num_classes} classes"
+        )
+
+
+def train(recipe: Recipe, out: Path, *, resume: str | None = None, device: str = "auto") -> Path:
+    """Train ``recipe`` into ``out``; returns the path of final.pt."""
+    dev = select_device(device)
+    dist_info = init_distributed(dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(dev)
+    try:
+        return Trainer(recipe, RunPaths(Path(out)), dev, dist_info).fit(resume)
+    finally:
+        shutdown()
+
+
+class Trainer:
+    def __init__(
+        self, recipe: Recipe, paths: RunPaths, device: torch.device, dist_info: DistInfo
+    ) -> None:
+        self.recipe, self.paths, self.device, self.dist = recipe, paths, device, dist_info
+        self.main = dist_info.is_main
+        torch.manual_seed(recipe.seed)
+        self.data = build_data(recipe.data, recipe.seed, dist_info.rank, dist_info.world)
+        if len(self.data.train) == 0:
+            raise BadInput(
+                "recipe key data.batch_size: larger than the training set; no full batch per epoch"
+            )
+        resolve_model_kwargs(recipe, self.data)
+        self.model = create_model(recipe.model.name, **recipe.model.kwargs).to(device)
+        if device.type == "cuda" and recipe.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, recipe.train)
+        self.steps_per_epoch = len(self.data.train)
+        self.chase = self._build_chase() if recipe.sparse else None
+        self.net: nn.Module = self.model
+        if dist_info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        amp = recipe.train.amp if device.type == "cuda" else "none"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.metrics = MetricsLog(paths.metrics, enabled=self.main)
+        self.epoch = 0  # epochs finished
+        self.step = 0  # optimizer steps taken
+
+    def _build_chase(self):
+        from train.chase import Chase
+
+        cfg = self.recipe.chase
+        return Chase(
+            self.model,
+            groups=self.model.channel_groups(prune_skip=cfg.prune_skip),
+            cfg=cfg,
+            optimizer=self.optimizer,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=self.recipe.train.epochs,
+            explore_until=explore_until_epoch(self.recipe),
+            seed=self.recipe.seed,
+        )
+
+    # ------------------------------------------------------------------ run
+    def fit(self, resume: str | None) -> Path:
+        self._prepare_out_dir(resume)
+        epochs = self.recipe.train.epochs
+        log(
+            f"training {self.recipe.model.name} on {self.recipe.data.name}: {epochs} epochs x "
+            f"{self.steps_per_epoch} steps, device {self.device}, {self.dist.world} process(es)",
+            self.main,
+        )
+        while self.epoch < epochs:
+            start = time.perf_counter()
+            train_loss = self._train_epoch(self.epoch)
+            val_acc = self.evaluate()
+            self.epoch += 1
+            record = {
+                "event": "epoch",
+                "epoch": self.epoch,
+                "step": self.step,
+                "train_loss": train_loss,
+                "val_acc": val_acc,
+                **self._sparsity(),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+            }
+            self.metrics.write(record)
+            if self.chase is not None:
+                self.metrics.write(
+                    {
+                        "event": "amenable",
+                        "epoch": self.epoch,
+                        "step": self.step,
+                        **self.chase.amenable_stats(),
+                    }
+                )
+            log(
+                f"epoch {self.epoch}/{epochs} loss {train_loss:.4f} val_acc {val_acc:.4f} "
+                f"density {record['density']:.4f} channel_sparsity {record['channel_sparsity']:.4f} "
+                f"({record['seconds']:.1f}s)",
+                self.main,
+            )
+            if self.main:
+                save_checkpoint(self.paths.last, self._checkpoint(full=True, val_acc=val_acc))
+        if self.main:
+            save_checkpoint(
+                self.paths.final, self._checkpoint(full=False, val_acc=self._last_val_acc())
+            )
+            write_json(self.paths.plan, self._plan())
+            log(f"wrote {self.paths.final} and {self.paths.plan}", self.main)
+        return self.paths.final
+
+    def _train_epoch(self, epoch: int) -> float:
+        self.net.train()
+        cfg = self.recipe.train
+        loss_sum, count = 0.0, 0
+        bar = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.main)
+        losses = []
+        for x, y in self.data.train.batches(epoch):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.device.type == "cuda" and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.step += 1
+            lr = lr_at(self.step, cfg, self.steps_per_epoch)
+            set_lr(self.optimizer, lr)
+            with self._autocast():
+                loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            skipped = self._backward_and_step(loss)
+            if self.chase is not None:
+                for event in self.chase.after_step(self.step, skipped=skipped):
+                    self.metrics.write(
+                        {"epoch": epoch + 1, **event} if "epoch" not in event else event
+                    )
+            losses.append(loss.detach())
+            bar.update(loss=float(losses[-1]), lr=lr)
+        bar.close()
+        stacked = torch.stack(losses).double()
+        loss_sum, count = float(stacked.sum()), len(losses)
+        loss_sum, count = all_reduce_sum([loss_sum, float(count)], self.device)
+        return loss_sum / max(count, 1)
+
+    def _backward_and_step(self, loss: torch.Tensor) -> bool:
+        """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
+        clip = self.recipe.train.grad_clip
+        if self.scaler is None:
+            loss.backward()
+            if self.chase is not None:
+                self.chase.before_step(self.step)
+            if clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+            return False
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.chase is not None:
+            self.chase.before_step(self.step)
+        if clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() < scale
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Top-1 accuracy over the whole validation set, each sample counted once across ranks."""
+        self.net.eval()
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = 0
+        for x, y in self.data.val.batches(0):
+            x, y = x.to(self.device), y.to(self.device)
+            if self.device.type == "cuda" and self.recipe.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                logits = self.model(x)
+            correct += (logits.argmax(1) == y).sum()
+            total += len(y)
+        c, t = all_reduce_sum([float(correct), float(total)], self.device)
+        return c / max(t, 1.0)
+
+    # ------------------------------------------------------------------ state
+    def _sparsity(self) -> dict[str, float]:
+        if self.chase is None:
+            return {"density": 1.0, "channel_sparsity": 0.0}
+        m = self.chase.epoch_metrics()
+        return {"density": float(m["density"]), "channel_sparsity": float(m["channel_sparsity"])}
+
+    def _plan(self) -> dict:
+        return self.chase.channel_plan() if self.chase is not None else dict(EMPTY_PLAN)
+
+    def _last_val_acc(self) -> float | None:
+        return getattr(self, "_val_acc", None)
+
+    def _checkpoint(self, *, full: bool, val_acc: float | None) -> dict[str, Any]:
+        self._val_acc = val_acc
+        masks = (
+            {k: v.detach().cpu() for k, v in self.chase.masks.items()}
+            if self.chase is not None
+            else {}
+        )
+        ckpt: dict[str, Any] = {
+            "model": {"name": self.recipe.model.name, "kwargs": dict(self.recipe.model.kwargs)},
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "masks": masks,
+            "channel_plan": self._plan(),
+            "recipe": self.recipe.to_dict(),
+            "progress": {"epoch": self.epoch, "step": self.step},
+            "input_shape": list(self.data.input_shape),
+            "val_acc": val_acc,
+        }
+        if full:
+            ckpt["optimizer"] = _to_cpu(self.optimizer.state_dict())
+            ckpt["chase"] = _to_cpu(self.chase.state_dict()) if self.chase is not None else None
+            ckpt["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
+            ckpt["rng"] = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+        return ckpt
+
+    def _prepare_out_dir(self, resume: str | None) -> None:
+        out = self.paths.out
+        source = None
+        if resume == "auto":
+            source = self.paths.last if self.paths.last.exists() else None
+        elif resume:
+            source = Path(resume)
+            if not source.exists():
+                raise BadInput(f"--resume {resume}: no such checkpoint")
+        elif self.paths.last.exists() or self.paths.final.exists():
+            raise BadInput(
+                f"{out} already holds a run; pass --resume auto to continue it or --out to start a new one"
+            )
+        if source is not None:
+            self._restore(load_checkpoint(source, map_location=self.device), source)
+        if self.main:
+            out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            write_text(self.paths.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+            self.metrics.truncate_after(self.step)
+
+    def _restore(self, ckpt: dict[str, Any], source: Path) -> None:
+        if ckpt.get("optimizer") is None:
+            raise BadInput(
+                f"--resume {source}: not a resumable checkpoint (use checkpoints/last.pt)"
+            )
+        if ckpt["recipe"] != self.recipe.to_dict():
+            diff = _first_difference(ckpt["recipe"], self.recipe.to_dict())
+            raise BadInput(
+                f"--resume {source}: the recipe differs from the checkpoint's at {diff}; resume with the same recipe"
+            )
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.chase is not None:
+            self.chase.load_state_dict(ckpt["chase"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        self.epoch = ckpt["progress"]["epoch"]
+        self.step = ckpt["progress"]["step"]
+        self._val_acc = ckpt.get("val_acc")
+        log(f"resumed from {source} at epoch {self.epoch}, step {self.step}", self.main)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "the top level"
