@@ -57,7 +57,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = _f("digits", choices=DATASETS)
-    root: str | None = _f(None, help="where the data lives (cifar, imagefolder, idx formats)")
+    root: str | None = _f(
+        None, help="where the data lives; fashion_mnist defaults to /usr/share/datasets/fashion-mnist"
+    )
     batch_size: int = _f(128, lo=1, help="global batch size, split evenly across DDP processes")
     eval_batch_size: int = _f(512, lo=1)
     workers: int = _f(0, lo=0, hi=64)
@@ -370,7 +372,7 @@ def _cross_check(r: Recipe) -> None:
     for i, b in enumerate(r.deploy.batch_sizes):
         if b < 1:
             raise BadInput(f"recipe key deploy.batch_sizes[{i}]: {b} is not a positive integer")
-    if r.data.name in ("cifar10", "cifar100", "imagefolder") and not r.data.root:
+    if r.data.name in ("cifar10", "cifar100", "imagefolder", "mnist") and not r.data.root:
         raise BadInput(
             f"recipe key data.root: dataset {r.data.name} needs data.root (where the files are)"
         )

@@ -41,12 +41,17 @@ def random_crop(x: Tensor, padding: int, g: torch.Generator) -> Tensor:
     padded = F.pad(x, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=g)
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * padding)
+    rows = (
+        (dy.view(n, 1) + torch.arange(h).view(1, h))
+        .view(n, 1, h, 1)
+        .expand(n, c, h, w + 2 * padding)
+    )
     out = padded.gather(2, rows)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
     return out.gather(3, cols)
 
 
 def random_flip(x: Tensor, g: torch.Generator) -> Tensor:
+    """Mirror each image left-right with probability 1/2."""
     flip = torch.rand(x.shape[0], generator=g) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)

@@ -1,24 +1,44 @@
 """In-memory batch loader: deterministic per (seed, epoch), sharded across DDP ranks.
 
-The order and the augmentation of an epoch depend only on the seed and the epoch number, so a run
-resumed at an epoch boundary sees exactly the batches of an uninterrupted run.
+The order comes from ``sharding`` (seed, epoch); the augmentation from a generator seeded by
+(seed, epoch, rank), so a run resumed at an epoch boundary sees exactly the batches of an
+uninterrupted run with the same number of processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from train.data.sharding import mix_seed, train_batches, train_steps, val_batches, val_steps
+
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+AUGMENT_STREAM = 1  # keeps the augmentation generator apart from the order generator
+
+
+class BatchLoader(Protocol):
+    """What the training loop uses: ``len()`` steps per epoch and ``batches(epoch)``."""
+
+    batch_size: int
+
+    @property
+    def num_samples(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 class TensorLoader:
     """Batches of (images, labels) from tensors held in memory.
 
     ``images`` are uint8 (N, C, H, W) or float; ``transform`` turns a uint8/float batch into the
-    normalized float batch the model sees (augmenting when training).
+    normalized float batch the model sees (augmenting when training). ``batch_size`` is global for
+    training (each rank takes ``batch_size // world``) and per rank for evaluation.
     """
 
     def __init__(
@@ -35,6 +55,8 @@ class TensorLoader:
     ) -> None:
         if batch_size % world and train:
             raise ValueError(f"batch size {batch_size} does not divide over {world} processes")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.train = train
         self.batch_size = batch_size // world if train else batch_size
@@ -46,22 +68,19 @@ class TensorLoader:
         return len(self.labels)
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        if self.train:  # drop_last over the global batch, so every rank takes the same steps
-            return n // (self.batch_size * self.world)
-        shard = len(range(self.rank, n, self.world))
-        return -(-shard // self.batch_size)
+        if self.train:
+            return train_steps(self.num_samples, self.batch_size, self.world)
+        return val_steps(self.num_samples, self.batch_size, rank=self.rank, world=self.world)
 
     def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.rank, AUGMENT_STREAM))
+        for idx in self._plan(epoch):
+            yield self.transform(self.images[idx], g), self.labels[idx]
+
+    def _plan(self, epoch: int) -> list[Tensor]:
+        n, b = self.num_samples, self.batch_size
         if self.train:
-            order = torch.randperm(len(self.labels), generator=g)
-            per_step = self.batch_size * self.world
-            for step in range(len(self)):
-                idx = order[step * per_step : (step + 1) * per_step][self.rank :: self.world]
-                yield self.transform(self.images[idx], g), self.labels[idx]
-        else:
-            idx_all = torch.arange(self.rank, len(self.labels), self.world)
-            for start in range(0, len(idx_all), self.batch_size):
-                idx = idx_all[start : start + self.batch_size]
-                yield self.transform(self.images[idx], g), self.labels[idx]
+            return train_batches(
+                n, b, seed=self.seed, epoch=epoch, rank=self.rank, world=self.world
+            )
+        return val_batches(n, b, rank=self.rank, world=self.world)
