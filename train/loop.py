@@ -1,9 +1,17 @@
 """The training loop: a plain, readable epoch loop (torchvision references style) with the Chase
-controller hooked in after every optimizer step, checkpoints every epoch and exact resume."""
+controller hooked in after every optimizer step, checkpoints every epoch and exact resume.
+
+Under torchrun every process runs this same loop on its shard of each global batch (DDP averages
+the gradients, so weights and masks stay identical by construction); rank 0 alone reads and writes
+the run directory. ``CHASE_DEPLOY_DEBUG_DUMP_DIR`` (tests only) makes every rank save its final
+weights, buffers and masks there as ``rank<N>.pt`` so replicas can be compared from outside.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.atomic import write_json, write_text
+from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import Recipe, explore_until_epoch
 from train.data import DataBundle, build_data
-from train.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    check_agreement,
+    dist_info_from_env,
+    from_main,
+    init_distributed,
+    process_device,
+    shutdown,
+    sync_buffers,
+)
 from train.errors import BadInput
 from train.metrics import MetricsLog
 from train.models import create_model, model_kwargs
@@ -25,6 +43,7 @@ from train.optim import build_optimizer, lr_at, set_lr
 from train.progress import Progress, log
 
 EMPTY_PLAN = {"format": "chase-channel-plan", "version": 1, "layers": {}}
+DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
 
 
 @dataclass
@@ -80,11 +99,10 @@ def resolve_model_kwargs(recipe: Recipe, data: DataBundle) -> None:
 
 def train(recipe: Recipe, out: Path, *, resume: str | None = None, device: str = "auto") -> Path:
     """Train ``recipe`` into ``out``; returns the path of final.pt."""
-    dev = select_device(device)
-    dist_info = init_distributed(dev)
+    dev = process_device(select_device(device), dist_info_from_env())
     if dev.type == "cuda":
-        dev = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(dev)
+    dist_info = init_distributed(dev)
     try:
         return Trainer(recipe, RunPaths(Path(out)), dev, dist_info).fit(resume)
     finally:
@@ -149,6 +167,7 @@ class Trainer:
             start = time.perf_counter()
             train_loss = self._train_epoch(self.epoch)
             val_acc = self.evaluate()
+            self._check_replicas(f"after epoch {self.epoch + 1}")
             self.epoch += 1
             record = {
                 "event": "epoch",
@@ -184,6 +203,7 @@ class Trainer:
             )
             write_json(self.paths.plan, self._plan())
             log(f"wrote {self.paths.final} and {self.paths.plan}", self.main)
+        self._debug_dump()
         return self.paths.final
 
     def _train_epoch(self, epoch: int) -> float:
@@ -245,8 +265,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Top-1 accuracy over the whole validation set, each sample counted once across ranks."""
+        """Top-1 accuracy over the whole validation set, each sample counted once across ranks.
+
+        Every rank first takes rank 0's BatchNorm statistics, so the ranks evaluate (and rank 0
+        checkpoints) one and the same model.
+        """
         self.net.eval()
+        sync_buffers(self.model)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         total = 0
         for x, y in self.data.val.batches(0):
@@ -259,6 +284,28 @@ class Trainer:
             total += len(y)
         c, t = all_reduce_sum([float(correct), float(total)], self.device)
         return c / max(t, 1.0)
+
+    # ------------------------------------------------------------------ replicas
+    def _replica_state(self) -> dict[str, torch.Tensor]:
+        state = dict(self.model.state_dict())
+        if self.chase is not None:
+            state.update({f"mask {k}": v for k, v in self.chase.masks.items()})
+        return state
+
+    def _check_replicas(self, when: str) -> None:
+        """Cheap guard (one all-reduce of checksums): every rank holds the same weights, buffers
+        and masks as rank 0, which is about to checkpoint them."""
+        if self.dist.enabled:
+            check_agreement(self._replica_state(), when, self.device)
+
+    def _debug_dump(self) -> None:
+        where = os.environ.get(DEBUG_DUMP_ENV)
+        if where:
+            state = {k: v.detach().cpu() for k, v in self._replica_state().items()}
+            torch_save(
+                Path(where) / f"rank{self.dist.rank}.pt",
+                {"rank": self.dist.rank, "world": self.dist.world, "state": state},
+            )
 
     # ------------------------------------------------------------------ state
     def _sparsity(self) -> dict[str, float]:
@@ -291,6 +338,7 @@ class Trainer:
             "val_acc": val_acc,
         }
         if full:
+            ckpt["world_size"] = self.dist.world
             ckpt["optimizer"] = _to_cpu(self.optimizer.state_dict())
             ckpt["chase"] = _to_cpu(self.chase.state_dict()) if self.chase is not None else None
             ckpt["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
@@ -302,19 +350,9 @@ class Trainer:
 
     def _prepare_out_dir(self, resume: str | None) -> None:
         out = self.paths.out
-        source = None
-        if resume == "auto":
-            source = self.paths.last if self.paths.last.exists() else None
-        elif resume:
-            source = Path(resume)
-            if not source.exists():
-                raise BadInput(f"--resume {resume}: no such checkpoint")
-        elif self.paths.last.exists() or self.paths.final.exists():
-            raise BadInput(
-                f"{out} already holds a run; pass --resume auto to continue it or --out to start a new one"
-            )
-        if source is not None:
-            self._restore(load_checkpoint(source, map_location=self.device), source)
+        ckpt = self._load_resume(resume)
+        if ckpt is not None:
+            self._restore(ckpt, resume if resume != "auto" else str(self.paths.last))
         if self.main:
             out.mkdir(parents=True, exist_ok=True)
             import yaml
@@ -322,7 +360,40 @@ class Trainer:
             write_text(self.paths.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
             self.metrics.truncate_after(self.step)
 
-    def _restore(self, ckpt: dict[str, Any], source: Path) -> None:
+    def _resume_source(self, resume: str | None) -> Path | None:
+        if resume == "auto":
+            return self.paths.last if self.paths.last.exists() else None
+        if resume:
+            source = Path(resume)
+            if not source.exists():
+                raise BadInput(f"--resume {resume}: no such checkpoint")
+            return source
+        if self.paths.last.exists() or self.paths.final.exists():
+            raise BadInput(
+                f"{self.paths.out} already holds a run; pass --resume auto to continue it or --out to start a new one"
+            )
+        return None
+
+    def _load_resume(self, resume: str | None) -> dict[str, Any] | None:
+        """The checkpoint to resume from, as rank 0 reads it: rank 0 alone looks at the run
+        directory and sends the file's bytes to the other ranks."""
+        loaded: dict[str, Any] = {}
+
+        def read_on_main() -> bytes | None:
+            source = self._resume_source(resume)
+            if source is None:
+                return None
+            loaded["ckpt"] = load_checkpoint(source, map_location=self.device)
+            return source.read_bytes() if self.dist.enabled else b""
+
+        data = from_main(read_on_main, self.device)
+        if data is None:
+            return None
+        if self.main:
+            return loaded["ckpt"]
+        return torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+
+    def _restore(self, ckpt: dict[str, Any], source: str) -> None:
         if ckpt.get("optimizer") is None:
             raise BadInput(
                 f"--resume {source}: not a resumable checkpoint (use checkpoints/last.pt)"
@@ -345,6 +416,14 @@ class Trainer:
         self.step = ckpt["progress"]["step"]
         self._val_acc = ckpt.get("val_acc")
         log(f"resumed from {source} at epoch {self.epoch}, step {self.step}", self.main)
+        trained_with = ckpt.get("world_size", 1)
+        if trained_with != self.dist.world:
+            log(
+                f"note: {source} was trained with {trained_with} process(es), resuming with "
+                f"{self.dist.world}: valid, but each rank's data shard and augmentation differ "
+                f"from an uninterrupted run's, so the result is not bit-identical to it",
+                self.main,
+            )
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -1,0 +1,117 @@
+"""Tell an ONNX model from a TensorRT engine by content, and read an ONNX model's inputs.
+
+Extensions lie (``.plan``, ``.trt``, ``.engine``, a renamed file), so the bytes decide: a file
+that parses as an ONNX ModelProto with a graph is ONNX; a file with the JSON sidecar that
+``chase-deploy build`` writes is one of our engines; anything else is refused, except that the
+TensorRT backend may still try to deserialize it as an engine built elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from chase_deploy.backends.base import InputSpec
+from chase_deploy.errors import BadInput
+
+Kind = Literal["onnx", "engine", "unknown"]
+SIDECAR_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    kind: Kind
+    inputs: tuple[InputSpec, ...] = ()
+    sidecar: dict | None = None
+    why_not_onnx: str = ""  # the ONNX parse failure, for messages about unknown files
+
+    def not_runnable(self, backend: str) -> BadInput:
+        """The error for a file this backend cannot run."""
+        if self.kind == "engine":
+            return BadInput(f"{self.path} is a TensorRT engine: bench it with --backend tensorrt")
+        return BadInput(
+            f"{self.path} is neither an ONNX model ({self.why_not_onnx}) nor a TensorRT engine "
+            f"with the {self.path.name}{SIDECAR_SUFFIX} sidecar from `chase-deploy build`"
+        )
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """Where an engine's build description lives: ``ENGINE.json`` beside it."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + SIDECAR_SUFFIX)
+
+
+def inspect_model_file(path: str | Path) -> ModelFile:
+    """Classify ``path`` as ONNX, one of our engines, or unknown; BadInput if it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"model file {path} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory, not a model file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}") from e
+    model, why = _parse_onnx(data)
+    if model is not None:
+        return ModelFile(path, "onnx", tuple(onnx_inputs(model)))
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        return ModelFile(path, "engine", sidecar=sidecar, why_not_onnx=why)
+    return ModelFile(path, "unknown", why_not_onnx=why)
+
+
+def read_sidecar(engine: str | Path) -> dict | None:
+    """The engine's sidecar as written by ``build``, or None when there is none."""
+    from chase_deploy.engine import SIDECAR_FORMAT
+
+    side = sidecar_path(engine)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BadInput(f"engine sidecar {side} is not valid JSON ({e}): rebuild the engine") from e
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        return None
+    return data
+
+
+def _parse_onnx(data: bytes):
+    """(ModelProto, "") when ``data`` is an ONNX model, else (None, why not)."""
+    import onnx
+
+    if not data:
+        return None, "the file is empty"
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf DecodeError and friends
+        text = str(e).strip()
+        return None, f"ONNX parse failed: {text.splitlines()[0] if text else type(e).__name__}"
+    if model.ir_version <= 0 or not model.graph.node or not model.opset_import:
+        return None, "no ONNX graph in it"
+    return model, ""
+
+
+def onnx_inputs(model) -> list[InputSpec]:
+    """The graph inputs that are fed at run time (not initializers), batch axis as None."""
+    from onnx import helper
+
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        ttype = value.type.tensor_type
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in ttype.shape.dim
+        )
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
+        specs.append(InputSpec(value.name, dims, dtype))
+    return specs

@@ -1,0 +1,287 @@
+"""Benchmark several models the same way in one run: latency, throughput, speedup vs the first.
+
+Method, per batch size: every model is warmed up for ``warmup_ms``, then the models take turns
+in short slices (A B A B ...) until each has run for ``duration_s``, so slow drift of the
+machine (clocks, heat, neighbours) hits all of them alike. Each iteration is timed on its own
+(host clock on CPU, CUDA events on GPU backends). Reported per model and batch: median, mean,
+p90, p99 and min latency in ms; throughput = batch * 1000 / mean latency (items/s); speedup =
+the first model's median latency over this model's at the same batch size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from chase_deploy import stats
+from chase_deploy.backends.base import Backend, Timer
+from chase_deploy.errors import BadInput
+from chase_deploy.plots import write_plot
+
+__all__ = [
+    "benchmark",
+    "format_table",
+    "interleave",
+    "parse_batches",
+    "write_plot",
+    "write_results",
+]
+
+DEFAULT_BATCHES = (1, 8, 32)
+SLICE_S = 0.2  # target length of one turn of one model
+MIN_SLICES = 4
+MAX_SLICES = 50
+MIN_ITERATIONS = 10  # fewer than this per model and batch gets a warning
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,8,32"`` -> [1, 8, 32]; every entry a positive integer, no duplicates."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise BadInput(f"--batch {text!r}: give positive integers separated by commas, e.g. 1,8,32")
+    batches = [int(p) for p in parts]
+    if len(set(batches)) != len(batches):
+        raise BadInput(f"--batch {text!r}: a batch size is listed twice")
+    return batches
+
+
+def slice_count(duration_s: float) -> int:
+    """How many turns each model gets: about SLICE_S each, at least MIN_SLICES."""
+    return max(MIN_SLICES, min(MAX_SLICES, math.ceil(duration_s / SLICE_S)))
+
+
+def interleave(
+    timers: Sequence[Timer],
+    warmup_ms: float,
+    duration_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[list[list[float]]]:
+    """Warm every timer up, then run them in round-robin slices; latencies[model][slice][iter].
+
+    Each slice runs at least one iteration, so a model slower than a slice still gets measured.
+    """
+    for timer in timers:
+        start = clock()
+        timer()
+        while (clock() - start) * 1000.0 < warmup_ms:
+            timer()
+    n_slices = slice_count(duration_s)
+    slice_s = duration_s / n_slices
+    latencies: list[list[list[float]]] = [[] for _ in timers]
+    for _ in range(n_slices):
+        for i, timer in enumerate(timers):
+            samples = []
+            start = clock()
+            while True:
+                samples.append(float(timer()))
+                if clock() - start >= slice_s:
+                    break
+            latencies[i].append(samples)
+    return latencies
+
+
+def benchmark(
+    models: Sequence[str | Path],
+    backend: str | Backend = "ort-cpu",
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    warmup_ms: float = 200,
+    duration_s: float = 2.0,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure ``models`` on one backend; returns the ``bench --json`` contract dict.
+
+    Everything that can be refused (backend, batch sizes, model files, shapes) is checked
+    before the first timed run, so a bad input fails fast and nothing is measured in vain.
+    """
+    _check_settings(models, batches, warmup_ms, duration_s, threads)
+    runner = _resolve_backend(backend, threads)
+    loaded = [runner.load(Path(m), list(batches)) for m in models]
+    results, stability, warnings = [], [], []
+    try:
+        for batch in batches:
+            if log:
+                log(f"batch {batch}: {len(loaded)} model(s), {duration_s:g} s each, interleaved")
+            timers = [model.timer(batch) for model in loaded]
+            latencies = interleave(timers, warmup_ms, duration_s)
+            reference = None
+            for path, slices in zip(models, latencies, strict=True):
+                flat = [x for s in slices for x in s]
+                summary = stats.summarize(flat)
+                reference = reference if reference is not None else summary["median"]
+                results.append(_result(path, runner.name, batch, summary, reference))
+                row = _stability(path, batch, slices)
+                stability.append(row)
+                warnings.extend(_warnings(row))
+    finally:
+        for model in loaded:
+            model.close()
+    return {
+        "results": results,
+        "environment": _environment(runner, warmup_ms, duration_s, stability, warnings),
+    }
+
+
+def _check_settings(models, batches, warmup_ms, duration_s, threads) -> None:
+    if not models:
+        raise BadInput("give at least one model to benchmark")
+    if not batches or not all(
+        isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in batches
+    ):
+        raise BadInput(f"batch sizes must be positive integers, got {list(batches)}")
+    if not (isinstance(warmup_ms, int | float) and warmup_ms >= 0):
+        raise BadInput(f"--warmup-ms {warmup_ms}: give a number of milliseconds >= 0")
+    if not (isinstance(duration_s, int | float) and duration_s > 0):
+        raise BadInput(f"--duration-s {duration_s}: give a number of seconds > 0")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise BadInput(f"--threads {threads}: give a positive integer")
+
+
+def _resolve_backend(backend: str | Backend, threads: int | None) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    from chase_deploy.backends import check_name, get_backend
+
+    check_name(backend)
+    return get_backend(backend, threads=threads)
+
+
+def _result(path, backend: str, batch: int, summary: dict, reference_median: float) -> dict:
+    return {
+        "model": str(path),
+        "backend": backend,
+        "batch": batch,
+        "latency_ms": summary,
+        "throughput": stats.throughput(batch, summary["mean"]),
+        "speedup": stats.speedup(reference_median, summary["median"]),
+    }
+
+
+def _stability(path, batch: int, slices: list[list[float]]) -> dict:
+    flat = [x for s in slices for x in s]
+    return {
+        "model": str(path),
+        "batch": batch,
+        "iterations": len(flat),
+        "slices": len(slices),
+        "cv_iterations": stats.coefficient_of_variation(flat),
+        "cv_slices": stats.slice_variation(slices),
+    }
+
+
+def _warnings(row: dict) -> list[str]:
+    out = []
+    where = f"{row['model']} at batch {row['batch']}"
+    if row["cv_slices"] > stats.UNSTABLE_CV:
+        out.append(
+            f"{where}: the interleaved slices disagree (CV {row['cv_slices']:.1%} > "
+            f"{stats.UNSTABLE_CV:.0%}); the machine was busy or changed speed: close other "
+            f"programs, pin --threads, or lengthen --duration-s"
+        )
+    if row["iterations"] < MIN_ITERATIONS:
+        out.append(f"{where}: only {row['iterations']} iterations; lengthen --duration-s")
+    return out
+
+
+def _environment(runner: Backend, warmup_ms, duration_s, stability, warnings) -> dict:
+    from chase_deploy.environment import describe_environment
+
+    env = describe_environment(threads=getattr(runner, "threads", None))
+    env["backend"] = runner.describe()
+    env["method"] = {
+        "warmup_ms": warmup_ms,
+        "duration_s": duration_s,
+        "slices": slice_count(duration_s),
+        "interleaving": "round-robin slices (A B A B ...) per batch size",
+        "timer": runner.timer_kind,
+        "throughput": "batch * 1000 / mean latency_ms (items/s)",
+        "speedup": "median latency of the first model / this model's, same batch",
+    }
+    env["stability"] = stability
+    env["warnings"] = warnings
+    return env
+
+
+def write_results(
+    result: dict, json_path: str | Path | None = None, plot_path: str | Path | None = None
+) -> None:
+    """Write the JSON and/or the PNG; both appear together or neither does."""
+    import contextlib
+    import json
+
+    from chase_deploy.plots import render_plot
+    from train.atomic import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        if json_path is not None:
+            tmp = stack.enter_context(atomic_path(json_path))
+            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if plot_path is not None:
+            tmp = stack.enter_context(atomic_path(plot_path))
+            render_plot(result, tmp)
+
+
+def format_table(result: dict) -> str:
+    """The results as an aligned text table, then the method line and any warnings."""
+    rows = result["results"]
+    names = _display_names([r["model"] for r in rows])
+    header = [
+        "model",
+        "batch",
+        "median ms",
+        "mean ms",
+        "p90 ms",
+        "p99 ms",
+        "min ms",
+        "items/s",
+        "speedup",
+    ]
+    body = [
+        [
+            names[r["model"]],
+            str(r["batch"]),
+            *(f"{r['latency_ms'][k]:#.4g}" for k in ("median", "mean", "p90", "p99", "min")),
+            f"{r['throughput']:.1f}",
+            f"{r['speedup']:.2f}x",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *body]
+    ]
+    env = result.get("environment", {})
+    lines.append(_method_line(env, names[rows[0]["model"]] if rows else ""))
+    lines.extend(f"warning: {w}" for w in env.get("warnings", []))
+    return "\n".join(lines)
+
+
+def _method_line(env: dict, first: str) -> str:
+    backend = env.get("backend", {})
+    bits = [f"backend {backend.get('backend', '?')}"]
+    if backend.get("intra_op_threads"):
+        bits.append(f"{backend['intra_op_threads']} threads")
+    bits.append(f"timer {backend.get('timer', '?')}")
+    method = env.get("method", {})
+    if method:
+        bits.append(
+            f"{method['duration_s']:g} s per model and batch in {method['slices']} interleaved slices"
+        )
+    return (
+        f"{', '.join(bits)}; items/s = batch / mean latency; speedup = median of {first} / median"
+    )
+
+
+def _display_names(paths: list[str]) -> dict[str, str]:
+    """File names when they are unique, full paths otherwise."""
+    unique = list(dict.fromkeys(paths))
+    short = {p: Path(p).name for p in unique}
+    if len(set(short.values())) == len(unique):
+        return short
+    return {p: p for p in unique}

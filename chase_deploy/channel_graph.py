@@ -1,0 +1,171 @@
+"""Reading an ONNX graph for channel surgery: loading with clear errors, shapes, constants, and
+finding the layer a plan key names.
+
+Everything here is read-only; ``surgery`` decides what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from train.errors import BadInput
+
+# Ops whose weight input (index 1) defines a layer a plan can name.
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load and check a model file; a missing, truncated or foreign file is ``BadInput``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise BadInput(
+            f"{path}: not an ONNX model or truncated ({_first_line(e)}); export it again"
+        ) from None
+    return check_loaded(model, str(path))
+
+
+def check_loaded(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """A protobuf that parsed can still be a foreign or cut-short file: check it is a model."""
+    if not model.graph.node or not model.graph.output:
+        raise BadInput(f"{source}: not an ONNX model or truncated (no graph nodes/outputs)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as e:
+        raise BadInput(f"{source}: invalid ONNX model ({_first_line(e)})") from None
+    return model
+
+
+def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every intermediate shape inferred (ranks and static dims drive the rules)."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:  # onnx raises several types from C++
+        raise BadInput(f"ONNX shape inference failed on the model: {_first_line(e)}") from None
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    graph = gs.import_onnx(model)
+    graph.toposort()
+    return graph
+
+
+def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a tensor that is a constant, directly, via a Constant node or an Identity."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    if node.op == "Identity":
+        return constant_values(node.inputs[0])
+    if node.op == "Constant":
+        value = node.attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
+        for key in ("value_float", "value_int"):
+            if key in node.attrs:
+                return np.asarray(node.attrs[key])
+        for key in ("value_floats", "value_ints"):
+            if key in node.attrs:
+                return np.asarray(list(node.attrs[key]))
+    return None
+
+
+def constant_name(tensor: gs.Tensor) -> str:
+    """The initializer name behind ``tensor`` (through Identity nodes), else its own name."""
+    if not isinstance(tensor, gs.Constant) and len(tensor.inputs) == 1:
+        node = tensor.inputs[0]
+        if node.op == "Identity" and node.inputs:
+            return constant_name(node.inputs[0])
+    return tensor.name
+
+
+def torchscript_module_path(node_name: str) -> str | None:
+    """``/layer2/layer2.0/downsample/downsample.0/Conv`` -> ``layer2.0.downsample.0``: each
+    TorchScript scope part is a child's attribute name, and children of a container repeat the
+    container's own name (``layer2.0`` under ``layer2``)."""
+    parts = [p for p in node_name.split("/") if p]
+    if len(parts) < 2 or not node_name.startswith("/"):
+        return None
+    path, last = "", ""
+    for part in parts[:-1]:
+        if path and last and part.startswith(last + "."):
+            path += part[len(last) :]
+        else:
+            path = f"{path}.{part}" if path else part
+        last = part
+    return path or None
+
+
+def layer_name(node: gs.Node) -> str:
+    """What a plan calls this layer: its weight initializer without ``.weight``, else the
+    TorchScript module path, else the node name."""
+    if node.op in LAYER_OPS and len(node.inputs) > 1:
+        name = constant_name(node.inputs[1])
+        if name.endswith(".weight"):
+            return name[: -len(".weight")]
+        module = torchscript_module_path(node.name)
+        if module:
+            return module
+        if constant_values(node.inputs[1]) is not None and not name.startswith("onnx::"):
+            return name
+    return torchscript_module_path(node.name) or node.name
+
+
+def layer_nodes(graph: gs.Graph) -> list[gs.Node]:
+    """Every Conv/ConvTranspose/Gemm/MatMul whose weight (input 1) is a constant."""
+    return [
+        n
+        for n in graph.nodes
+        if n.op in LAYER_OPS and len(n.inputs) > 1 and constant_values(n.inputs[1]) is not None
+    ]
+
+
+def find_layers(graph: gs.Graph, keys: list[str]) -> dict[str, list[gs.Node]]:
+    """Map plan keys to their layer nodes: by weight initializer name ``KEY.weight`` or ``KEY``
+    first, then by TorchScript node scope (fused weights lose their names there)."""
+    by_weight: dict[str, list[gs.Node]] = {}
+    by_scope: dict[str, list[gs.Node]] = {}
+    for node in layer_nodes(graph):
+        for name in {node.inputs[1].name, constant_name(node.inputs[1])}:
+            by_weight.setdefault(name, []).append(node)
+        module = torchscript_module_path(node.name)
+        if module:
+            by_scope.setdefault(module, []).append(node)
+    found: dict[str, list[gs.Node]] = {}
+    for key in keys:
+        nodes = by_weight.get(f"{key}.weight") or by_weight.get(key) or by_scope.get(key)
+        if not nodes:
+            raise BadInput(
+                f"plan layer {key!r} is not in the graph: no Conv/ConvTranspose/Gemm/MatMul weight "
+                f"named {key}.weight or {key}; use the PyTorch module names the model was exported with"
+            )
+        found[key] = list({id(n): n for n in nodes}.values())
+    return found
+
+
+def static_shape(tensor: gs.Tensor) -> list[int | str | None] | None:
+    """Dims as ints where known, symbol strings or None where not; None if the rank is unknown."""
+    if isinstance(tensor, gs.Constant):
+        return list(tensor.shape)
+    if tensor.shape is None:
+        return None
+    return [
+        d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None)
+        for d in tensor.shape
+    ]
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\s+", " ", str(e)).strip()
+    return text[:200] if text else type(e).__name__

@@ -1,0 +1,64 @@
+"""``chase-deploy build``: a TensorRT engine from an ONNX model, with its provenance sidecar."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("build")
+@click.argument("model", metavar="MODEL.onnx")
+@click.option(
+    "--out", default=None, metavar="ENGINE", help="Engine path [default: MODEL with .engine]."
+)
+@click.option(
+    "--precision", default="fp32", metavar="NAME", show_default=True, help="fp32 | fp16 | bf16."
+)
+@click.option(
+    "--batch",
+    default=None,
+    metavar="MIN:OPT:MAX",
+    help="Optimization profile of the batch axis [default: 1:8:32, or the model's fixed batch].",
+)
+@click.option(
+    "--workspace-mib",
+    default="1024",
+    metavar="MIB",
+    show_default=True,
+    help="Builder workspace limit.",
+)
+@click.option(
+    "--timing-cache", default=None, metavar="FILE", help="Reuse and update kernel timings."
+)
+def command(model, out, precision, batch, workspace_mib, timing_cache):
+    """Build a TensorRT engine from MODEL.onnx and write ENGINE plus ENGINE.json.
+
+    The sidecar records the TensorRT version, GPU name and compute capability, precision,
+    profile and the sha256 of the ONNX file; `bench` refuses engines built by another TensorRT
+    or for another GPU. TensorRT 10 gets builder precision flags; TensorRT 11 (strongly typed)
+    gets an fp16/bf16 copy of the ONNX model with fp32 inputs and outputs. Needs TensorRT and
+    an NVIDIA GPU: without them it exits 2 and says which is missing.
+
+    \b
+    Examples:
+      chase-deploy build runs/quickstart/slim.onnx
+      chase-deploy build slim.onnx --out slim-fp16.engine --precision fp16 --batch 1:8:32
+      chase-deploy build dense.onnx --timing-cache trt.cache --workspace-mib 2048
+    """
+    from pathlib import Path
+
+    from chase_deploy.engine import build_engine, parse_profile
+    from chase_deploy.errors import BadInput
+
+    if not workspace_mib.strip().isdigit() or int(workspace_mib) < 1:
+        raise BadInput(f"--workspace-mib {workspace_mib!r}: give a positive integer")
+    profile = parse_profile(batch) if batch is not None else None
+    out_path = Path(out) if out is not None else Path(model).with_suffix(".engine")
+    path = build_engine(
+        model,
+        out_path,
+        precision=precision,
+        batch=profile,
+        workspace_mib=int(workspace_mib),
+        timing_cache=timing_cache,
+    )
+    click.echo(f"wrote {path} and {path.name}.json")

@@ -1,0 +1,127 @@
+"""``chase-deploy slim``: physically remove pruned channels, verified lossless."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("slim")
+@click.argument(
+    "source", metavar="CHECKPOINT|MODEL.onnx", type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint: output directory (default: the checkpoint's). ONNX: the slim model file.",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Channel plan JSON (required with MODEL.onnx).",
+)
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Keep extra next-best channels so every slimmed width is a multiple of N (still lossless).",
+)
+@click.option(
+    "--opset", type=click.IntRange(min=18), default=None, help="ONNX opset of the export [18]."
+)
+@click.option(
+    "--input-shape",
+    default=None,
+    metavar="N,C,H,W",
+    help="Export input shape; overrides the checkpoint's input_shape.",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["dynamo", "torchscript"]),
+    default=None,
+    help="torch.onnx exporter for checkpoints [dynamo].",
+)
+@click.option(
+    "--allow-lossy", is_flag=True, help="Write the slim model even if its outputs differ."
+)
+def command(
+    source: Path,
+    out: Path | None,
+    plan_path: Path | None,
+    round_to: int,
+    opset: int | None,
+    input_shape: str | None,
+    exporter: str | None,
+    allow_lossy: bool,
+) -> None:
+    """Remove pruned channels in ONNX and verify the result with ONNX Runtime.
+
+    \b
+    From a checkpoint (writes dense.onnx, slim.onnx, slim_report.json):
+      chase-deploy slim runs/quickstart/final.pt
+      chase-deploy slim final.pt --out deploy/ --round-to 8 --input-shape 1,3,224,224
+    From any ONNX model and a channel plan (writes SLIM.onnx and SLIM.report.json):
+      chase-deploy slim model.onnx --plan channel_plan.json --out model.slim.onnx
+
+    Exits 2, writing nothing, if the plan does not fit the graph or the result is not lossless
+    (unless --allow-lossy).
+    """
+    from chase_deploy import slim
+    from train.errors import BadInput
+
+    if plan_path is not None or source.suffix.lower() == ".onnx":
+        if plan_path is None:
+            raise BadInput(f"{source}: an ONNX model needs --plan PLAN.json (the channels to keep)")
+        if out is None:
+            raise BadInput("--out SLIM.onnx is required when slimming an ONNX model")
+        given = [
+            n
+            for n, v in (
+                ("--opset", opset),
+                ("--input-shape", input_shape),
+                ("--exporter", exporter),
+            )
+            if v
+        ]
+        if given:
+            raise BadInput(
+                f"{given[0]} applies to checkpoints only; an ONNX model is already exported"
+            )
+        report = slim.slim_onnx_file(
+            source, plan_path, out, round_to=round_to, allow_lossy=allow_lossy
+        )
+        written = [str(out), str(slim.report_path_for(out))]
+    else:
+        shape = slim.parse_input_shape(input_shape) if input_shape else None
+        report = slim.slim_checkpoint(
+            source,
+            out,
+            round_to=round_to,
+            opset=opset or 18,
+            input_shape=shape,
+            exporter=exporter or "dynamo",
+            allow_lossy=allow_lossy,
+        )
+        written = [
+            report["onnx"]["dense"],
+            report["onnx"]["slim"],
+            str(Path(report["onnx"]["slim"]).parent / "slim_report.json"),
+        ]
+    click.echo(_summary(report))
+    click.echo("wrote " + ", ".join(written))
+
+
+def _summary(report: dict) -> str:
+    flops, params = report["flops"], report["params"]
+    status = "lossless" if report["lossless"] else "NOT lossless"
+    ratio = f"{report['flop_ratio']:.2f}x" if report.get("flop_ratio") else "n/a"
+    return (
+        f"{status}: max_abs_diff {report['max_abs_diff']:.3g}; FLOPs {flops['dense'] / 1e9:.3f} G -> "
+        f"{flops['slim'] / 1e9:.3f} G ({ratio}), sparse {flops['sparse'] / 1e9:.3f} G; "
+        f"params {params['dense']:,} -> {params['slim']:,}"
+    )

@@ -1,0 +1,336 @@
+"""Build TensorRT engines from ONNX, with a JSON sidecar that says where they can run.
+
+An engine only runs on the TensorRT version and GPU model that built it, so ``build`` writes
+``ENGINE.json`` beside it (TensorRT version, GPU name and compute capability, precision,
+optimization profile, sha256 of the source ONNX) and the runtime checks it before loading.
+
+Precision: TensorRT 10 takes builder flags (FP16/BF16, weakly typed). TensorRT 11 is strongly
+typed and has no such flags, so the ONNX model itself is converted first (``precision.py``),
+keeping fp32 inputs and outputs. TF32 stays at TensorRT's default (on) for fp32 engines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from chase_deploy.errors import BadInput, MissingBackend
+
+SIDECAR_FORMAT = "chase-deploy-engine"
+SIDECAR_VERSION = 1
+DEFAULT_PROFILE = (1, 8, 32)
+
+Profile = tuple[int, int, int]
+
+
+def parse_profile(text: str) -> Profile:
+    """``MIN:OPT:MAX`` (or one number for a fixed batch) as three positive, ordered ints."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise BadInput(f"--batch {text!r}: give MIN:OPT:MAX as positive integers, e.g. 1:8:32")
+    lo, opt, hi = (int(p) for p in parts)
+    if not lo <= opt <= hi:
+        raise BadInput(f"--batch {text!r}: need MIN <= OPT <= MAX, e.g. 1:8:32")
+    return lo, opt, hi
+
+
+def require_tensorrt(what: str = "chase-deploy build") -> None:
+    """MissingBackend naming each missing piece when TensorRT cannot build here."""
+    from chase_deploy.backends.probe import gpu_missing, tensorrt_missing
+
+    missing = [r for r in (tensorrt_missing(), gpu_missing()) if r]
+    if missing:
+        raise MissingBackend(f"{what} needs TensorRT and an NVIDIA GPU: {'; '.join(missing)}")
+
+
+def build_engine(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    precision: str = "fp32",
+    batch: Profile | None = DEFAULT_PROFILE,
+    workspace_mib: int = 1024,
+    timing_cache: str | Path | None = None,
+) -> Path:
+    """Build ``onnx_path`` into ``out_path`` (+ ``out_path.json``); both written atomically.
+
+    ``batch`` is the (min, opt, max) profile of the batch axis; None takes the model's fixed
+    batch, or the default profile for a dynamic one.
+    """
+    from chase_deploy.backends.modelfile import sidecar_path
+    from chase_deploy.precision import PRECISIONS
+    from train.atomic import atomic_path
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    if precision not in PRECISIONS:
+        raise BadInput(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if workspace_mib <= 0:
+        raise BadInput(f"--workspace-mib {workspace_mib}: give a positive number of MiB")
+    model = _load_onnx(onnx_path)
+    inputs = _static_inputs(onnx_path, model)
+    profile = _resolve_profile(onnx_path, inputs, batch)
+    check_writable(out_path, "--out")
+    check_writable(sidecar_path(out_path), "--out")
+    if timing_cache is not None:
+        check_writable(Path(timing_cache), "--timing-cache")
+    require_tensorrt()
+    plan, info = build_plan(model, onnx_path, precision, [profile], workspace_mib, timing_cache)
+    sidecar = {**info, "source": {"path": str(onnx_path), "sha256": _sha256(onnx_path)}}
+    with atomic_path(out_path) as tmp_engine, atomic_path(sidecar_path(out_path)) as tmp_side:
+        tmp_engine.write_bytes(plan)
+        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return out_path
+
+
+def build_plan(
+    model,
+    onnx_path: Path,
+    precision: str,
+    profiles: Sequence[Profile],
+    workspace_mib: int = 1024,
+    timing_cache: str | Path | None = None,
+) -> tuple[bytes, dict]:
+    """Parse and build in memory; returns the serialized engine and its sidecar description."""
+    import tensorrt as trt
+
+    from chase_deploy.environment import current_gpu
+    from chase_deploy.precision import convert_precision
+
+    major = int(trt.__version__.split(".")[0])
+    strongly_typed = major >= 11
+    if strongly_typed:
+        model = convert_precision(model, precision)
+    logger = trt_logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString(), str(onnx_path)):
+        raise BadInput(
+            f"TensorRT {trt.__version__} cannot parse {onnx_path}: {_parser_errors(parser, model)}"
+        )
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if not strongly_typed and precision != "fp32":
+        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+    inputs = _static_inputs(onnx_path, model)
+    if any(spec.fixed_batch is None for spec in inputs):
+        for lo, opt, hi in profiles:
+            profile = builder.create_optimization_profile()
+            for spec in inputs:
+                profile.set_shape(
+                    spec.name, spec.at_batch(lo), spec.at_batch(opt), spec.at_batch(hi)
+                )
+            config.add_optimization_profile(profile)
+    cache = _attach_timing_cache(config, timing_cache)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BadInput(
+            f"TensorRT {trt.__version__} failed to build {onnx_path}: "
+            f"{logger.last_error() or 'see the TensorRT log above'}"
+        )
+    if timing_cache is not None and cache is not None:
+        from train.atomic import write_bytes
+
+        write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    gpu = current_gpu()
+    info = {
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
+        "tensorrt": trt.__version__,
+        "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability} if gpu else None,
+        "precision": precision,
+        "strongly_typed": strongly_typed,
+        "tf32": True,  # TensorRT's default for fp32 layers; not disabled here
+        "workspace_mib": workspace_mib,
+        "profiles": [
+            {
+                "input": s.name,
+                "min": list(s.at_batch(lo)),
+                "opt": list(s.at_batch(opt)),
+                "max": list(s.at_batch(hi)),
+            }
+            for lo, opt, hi in profiles
+            for s in inputs
+        ],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return bytes(plan), info
+
+
+def check_engine_compatible(
+    sidecar: dict, engine_path: str | Path, trt_version: str | None = None, gpu=None
+) -> None:
+    """BadInput when the engine was built by another TensorRT version or for another GPU.
+
+    ``trt_version`` and ``gpu`` default to this machine's (``tensorrt.__version__``, device 0).
+    """
+    from chase_deploy.environment import current_gpu, tensorrt_version
+
+    trt_version = trt_version if trt_version is not None else tensorrt_version()
+    gpu = gpu if gpu is not None else current_gpu()
+    built_trt = sidecar.get("tensorrt")
+    built_gpu = sidecar.get("gpu") or {}
+    if trt_version is None:
+        raise MissingBackend(
+            f"engine {engine_path} needs TensorRT {built_trt}, which is not installed here"
+        )
+    if built_trt != trt_version:
+        raise BadInput(
+            f"engine {engine_path} was built with TensorRT {built_trt}, this machine has "
+            f"TensorRT {trt_version}: rebuild it here with `chase-deploy build`"
+        )
+    if gpu is None:
+        raise MissingBackend(
+            f"engine {engine_path} needs a GPU ({built_gpu.get('name')}); this machine has none"
+        )
+    if (built_gpu.get("name"), built_gpu.get("compute_capability")) != (
+        gpu.name,
+        gpu.compute_capability,
+    ):
+        raise BadInput(
+            f"engine {engine_path} was built for {built_gpu.get('name')} (compute capability "
+            f"{built_gpu.get('compute_capability')}), this GPU is {gpu.name} ({gpu.compute_capability}): "
+            f"rebuild it here with `chase-deploy build`"
+        )
+
+
+def check_writable(path: Path, option: str) -> None:
+    """BadInput unless ``path`` can be created: not a directory, nearest existing parent a directory."""
+    import os
+
+    if path.is_dir():
+        raise BadInput(f"{option} {path} is a directory: give a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{option} {path} cannot be written: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{option} {path} cannot be written: no permission in {parent}")
+
+
+def trt_logger():
+    """A TensorRT logger that keeps errors (for one-line messages) and prints warnings.
+
+    Defined inside a function because its base class exists only once TensorRT is imported.
+    """
+    import sys
+
+    import tensorrt as trt
+
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                print(f"[TensorRT] {msg}", file=sys.stderr)
+
+        def last_error(self) -> str:
+            return self.errors[-1].strip().splitlines()[0] if self.errors else ""
+
+    return _Logger()
+
+
+def _attach_timing_cache(config, timing_cache: str | Path | None):
+    """Load (or start) the timing cache so repeated builds reuse kernel timings."""
+    if timing_cache is None:
+        return None
+    path = Path(timing_cache)
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise BadInput(
+            f"--timing-cache {path} was made by another TensorRT version or GPU: delete it or give another path"
+        )
+    return cache
+
+
+def _parser_errors(parser, model) -> str:
+    """Every parser error with the ONNX node it is about (name and operator)."""
+    nodes = model.graph.node
+    messages = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        index = err.node()
+        name = _call(err, "node_name") or (nodes[index].name if 0 <= index < len(nodes) else "")
+        op = _call(err, "node_operator") or (
+            nodes[index].op_type if 0 <= index < len(nodes) else ""
+        )
+        where = f"node {name!r} ({op})" if name or op else "graph"
+        messages.append(f"{where}: {' '.join(str(err.desc()).split())}")
+    return "; ".join(messages) or "unknown parser error"
+
+
+def _call(obj, method: str) -> str:
+    fn = getattr(obj, method, None)
+    try:
+        return str(fn()) if fn else ""
+    except Exception:
+        return ""
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    from chase_deploy.backends.modelfile import inspect_model_file
+
+    model_file = inspect_model_file(path)
+    if model_file.kind != "onnx":
+        raise BadInput(
+            f"{path} is not an ONNX model ({model_file.why_not_onnx or 'it is an engine'})"
+        )
+    try:
+        return onnx.load(str(path))
+    except Exception as e:
+        raise BadInput(f"cannot read ONNX model {path}: {str(e).strip().splitlines()[0]}") from e
+
+
+def _static_inputs(path: Path, model):
+    from chase_deploy.backends.base import check_batches
+    from chase_deploy.backends.modelfile import onnx_inputs
+
+    inputs = onnx_inputs(model)
+    if not inputs:
+        raise BadInput(f"{path} has no graph inputs to build a profile for")
+    check_batches(path, inputs, [])
+    return inputs
+
+
+def _resolve_profile(path: Path, inputs, batch: Profile | None) -> Profile:
+    """The profile to build: the requested one for a dynamic batch axis, else the fixed batch.
+
+    A fixed-batch model accepts no profile but its own; the ``DEFAULT_PROFILE`` object itself
+    (the API default, compared by identity) counts as "none given".
+    """
+    if batch is not None:
+        if len(batch) != 3 or not all(isinstance(b, int) and b > 0 for b in batch):
+            raise BadInput(f"batch profile {batch!r}: give (min, opt, max) positive integers")
+        if not batch[0] <= batch[1] <= batch[2]:
+            raise BadInput(f"batch profile {tuple(batch)}: need min <= opt <= max")
+    fixed = {spec.fixed_batch for spec in inputs}
+    if None in fixed:
+        return tuple(batch) if batch is not None else DEFAULT_PROFILE  # type: ignore[return-value]
+    if len(fixed) > 1:
+        raise BadInput(f"{path}: inputs disagree on the batch size ({sorted(fixed)})")
+    size = fixed.pop()
+    if batch is not None and batch is not DEFAULT_PROFILE and tuple(batch) != (size, size, size):
+        raise BadInput(
+            f"{path} has a fixed batch size of {size}: use --batch {size} or export with a dynamic batch axis"
+        )
+    return size, size, size
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

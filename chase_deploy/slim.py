@@ -1,0 +1,222 @@
+"""The ``slim`` pipelines: checkpoint -> dense.onnx + slim.onnx + slim_report.json, and
+ONNX + plan -> slim ONNX. Files are written only once the slim model has been verified, each one
+atomically, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from chase_deploy.channel_graph import load_onnx
+from chase_deploy.inspect import layer_table, summary
+from chase_deploy.plan import ChannelPlan, empty_plan, load_plan, parse_plan
+from chase_deploy.surgery import SlimResult, slim_model
+from chase_deploy.verify import RTOL, Verification, compare
+from train.atomic import write_bytes, write_json
+from train.errors import BadInput
+
+EXPORT_BATCH = 2
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``N,C,H,W`` (or any rank >= 2) of positive integers."""
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or any(d < 1 for d in dims):
+        raise BadInput(
+            f"--input-shape {text!r}: expected positive integers N,C,H,W such as 1,3,224,224"
+        )
+    return dims
+
+
+def checkpoint_input_shape(
+    ckpt: dict, override: tuple[int, ...] | None, source: str
+) -> tuple[int, ...]:
+    if override is not None:
+        return override
+    shape = ckpt.get("input_shape")
+    if (
+        not isinstance(shape, (list, tuple))
+        or not shape
+        or not all(isinstance(d, int) and d > 0 for d in shape)
+    ):
+        raise BadInput(
+            f"checkpoint {source} has no valid input_shape [C, H, W]; pass --input-shape N,C,H,W"
+        )
+    return (EXPORT_BATCH, *shape)
+
+
+def checkpoint_plan(ckpt: dict, source: str) -> ChannelPlan:
+    plan = ckpt.get("channel_plan")
+    if plan is None or plan == {}:
+        return empty_plan()
+    return parse_plan(plan, source=f"checkpoint {source} channel_plan")
+
+
+def checkpoint_models(
+    path: str | Path,
+    *,
+    exporter: str = "dynamo",
+    opset: int = 18,
+    input_shape: tuple[int, ...] | None = None,
+    round_to: int = 1,
+) -> tuple[onnx.ModelProto, onnx.ModelProto, ChannelPlan, dict[str, Any]]:
+    """Export a checkpoint's masked model and slim it with its plan (nothing verified or written)."""
+    dense, result, plan, info, _ = _export_and_slim(path, exporter, opset, input_shape, round_to)
+    return dense, result.model, result.plan, info
+
+
+def _export_and_slim(path, exporter, opset, input_shape, round_to):
+    from chase_deploy.export import export_onnx
+    from train.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    shape = checkpoint_input_shape(ckpt, input_shape, str(path))
+    plan = checkpoint_plan(ckpt, str(path))
+    model = build_model_from_checkpoint(ckpt)
+    exported = export_onnx(model, shape, opset=opset, exporter=exporter)
+    result = slim_model(exported.model, plan, round_to=round_to)
+    info = {
+        "model": ckpt["model"],
+        "input_shape": list(shape),
+        "exporter": exported.exporter,
+        "opset": exported.opset,
+        "export_vs_torch_max_abs_diff": exported.max_abs_diff_torch,
+    }
+    return exported.model, result, plan, info, exported
+
+
+def slim_checkpoint(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    round_to: int = 1,
+    opset: int = 18,
+    input_shape: tuple[int, ...] | None = None,
+    exporter: str = "dynamo",
+    allow_lossy: bool = False,
+) -> dict[str, Any]:
+    """Checkpoint -> ``dense.onnx``, ``slim.onnx``, ``slim_report.json`` in ``out_dir``."""
+    start = time.perf_counter()
+    path = Path(path)
+    out_dir = Path(out_dir) if out_dir is not None else path.parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out {out_dir}: is a file; a checkpoint is slimmed into a directory")
+    dense, result, plan, info, exported = _export_and_slim(
+        path, exporter, opset, input_shape, round_to
+    )
+    verification = compare(dense, result.model, reference_session=exported.session)
+    _refuse_lossy(verification, allow_lossy)
+    paths = {"dense": str(out_dir / "dense.onnx"), "slim": str(out_dir / "slim.onnx")}
+    report = _report(dense, result, verification, plan, round_to)
+    report.update(info)
+    report["source"] = str(path)
+    report["onnx"] = paths
+    report["timings"] = {
+        "export_s": round(exported.seconds, 3),
+        "surgery_s": round(result.seconds, 3),
+        "verify_s": round(verification.seconds, 3),
+    }
+    report["sha256"] = {
+        "dense": _write_model(paths["dense"], dense),
+        "slim": _write_model(paths["slim"], result.model),
+    }
+    report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
+    write_json(out_dir / "slim_report.json", report)
+    return report
+
+
+def slim_onnx_file(
+    model_path: str | Path,
+    plan_path: str | Path,
+    out_path: str | Path,
+    *,
+    round_to: int = 1,
+    allow_lossy: bool = False,
+) -> dict[str, Any]:
+    """ONNX model + plan -> slim ONNX at ``out_path`` and its report beside it."""
+    start = time.perf_counter()
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise BadInput(f"--out {out_path}: is a directory; name the slim .onnx file to write")
+    model = load_onnx(model_path)
+    plan = load_plan(plan_path)
+    result = slim_model(model, plan, round_to=round_to)
+    verification = compare(model, result.model)
+    _refuse_lossy(verification, allow_lossy)
+    report_path = report_path_for(out_path)
+    report = _report(model, result, verification, plan, round_to)
+    report["source"] = str(model_path)
+    report["plan_path"] = str(plan_path)
+    report["exporter"] = f"{model.producer_name} {model.producer_version}".strip() or "unknown"
+    report["opset"] = next(
+        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None
+    )
+    report["onnx"] = {"dense": str(model_path), "slim": str(out_path)}
+    report["timings"] = {
+        "surgery_s": round(result.seconds, 3),
+        "verify_s": round(verification.seconds, 3),
+    }
+    report["sha256"] = {"slim": _write_model(out_path, result.model)}
+    report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
+    write_json(report_path, report)
+    return report
+
+
+def _write_model(path: str | Path, model: onnx.ModelProto) -> str:
+    """Write atomically; the SHA-256 ties the report to the exact files it describes."""
+    data = model.SerializeToString()
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def report_path_for(out_path: Path) -> Path:
+    """``slim.onnx`` -> ``slim.report.json``."""
+    return out_path.with_name(out_path.stem + ".report.json")
+
+
+def _refuse_lossy(verification: Verification, allow_lossy: bool) -> None:
+    if not verification.lossless and not allow_lossy:
+        raise BadInput(
+            f"the slim model is not lossless (max_abs_diff {verification.max_abs_diff:.3g} > "
+            f"{RTOL:g} x max(1, {verification.max_abs_reference:.3g})): the pruned channels' "
+            f"consumers are not zero; nothing written (pass --allow-lossy to write it anyway)"
+        )
+
+
+def _report(
+    dense: onnx.ModelProto,
+    result: SlimResult,
+    verification: Verification,
+    requested: ChannelPlan,
+    round_to: int,
+) -> dict[str, Any]:
+    rows = layer_table(dense, result.model, result.plan)
+    totals = summary(dense, result.model, rows)
+    flops = totals["flops"]
+    return {
+        "lossless": verification.lossless,
+        "max_abs_diff": verification.max_abs_diff,
+        "max_abs_reference": verification.max_abs_reference,
+        "tolerance": f"max_abs_diff <= {RTOL:g} * max(1, max_abs_reference)",
+        "verified_batch_sizes": verification.batch_sizes,
+        "round_to": round_to,
+        "layers": rows,
+        **totals,
+        "flop_ratio": round(flops["dense"] / flops["slim"], 4) if flops["slim"] else None,
+        "plan": {
+            "layers": len(requested.layers),
+            "pruned": sum(1 for v in requested.layers.values() if v.pruned),
+            "pruned_after_rounding": sum(1 for v in result.plan.layers.values() if v.pruned),
+        },
+        "coupled": result.coupled,
+        "bn_fused": not any(n.op_type == "BatchNormalization" for n in dense.graph.node),
+        "ir_version": result.model.ir_version,
+    }

@@ -1,0 +1,185 @@
+"""ONNX channel surgery: remove the channels a plan prunes, on the graph alone.
+
+``slim_model`` finds each plan key's layer, follows the kept channels through the graph
+(``channel_flow``), optionally widens kept sets to a multiple of ``round_to``, slices every
+affected constant, then clears stale shapes, re-infers them and runs the full ONNX checker. Graph
+inputs and outputs (and so the dynamic batch axis) are never touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from chase_deploy.channel_flow import ChannelPass, Flow
+from chase_deploy.channel_graph import (
+    constant_name,
+    constant_values,
+    find_layers,
+    import_graph,
+    with_shapes,
+)
+from chase_deploy.plan import ChannelPlan, LayerPlan, round_kept
+from train.errors import BadInput
+
+
+@dataclass
+class SlimResult:
+    model: onnx.ModelProto
+    plan: ChannelPlan  # the plan applied, after rounding
+    coupled: list[list[str]]  # plan layers that share one channel stream
+    seconds: float
+
+
+def slim_model(model: onnx.ModelProto, plan: ChannelPlan, round_to: int = 1) -> SlimResult:
+    """Return a physically smaller copy of ``model`` without the channels ``plan`` prunes."""
+    start = time.perf_counter()
+    graph = import_graph(with_shapes(model))
+    layers = find_layers(graph, list(plan.layers))
+    _check_widths(layers, plan)
+    flow = _run(graph, layers, plan)
+    if round_to > 1:
+        plan = _round_plan(plan, layers, flow, round_to)
+        flow = _run(graph, layers, plan)
+    _apply(graph, flow)
+    slim = _finish(graph, model)
+    coupled = sorted(sorted(group) for group in flow.coupled)
+    return SlimResult(slim, plan, coupled, time.perf_counter() - start)
+
+
+def out_axis(node: gs.Node, weight: np.ndarray) -> int:
+    """The weight axis that holds a layer's output channels."""
+    if node.op == "ConvTranspose":
+        return 1
+    if node.op == "Gemm":
+        return 0 if node.attrs.get("transB", 0) else 1
+    if node.op == "MatMul":
+        return weight.ndim - 1
+    return 0
+
+
+def _check_widths(layers: dict[str, list[gs.Node]], plan: ChannelPlan) -> None:
+    for key, nodes in layers.items():
+        for node in nodes:
+            weight = constant_values(node.inputs[1])
+            width = weight.shape[out_axis(node, weight)]
+            if width != plan.layers[key].out_channels:
+                raise BadInput(
+                    f"plan layer {key!r}: out_channels {plan.layers[key].out_channels} disagrees "
+                    f"with the graph, whose {node.op} {node.name} has {width} output channels; "
+                    f"the plan was made for another model"
+                )
+
+
+def _run(graph: gs.Graph, layers: dict[str, list[gs.Node]], plan: ChannelPlan) -> Flow:
+    starts: dict[int, tuple[str, np.ndarray]] = {}
+    for key, nodes in layers.items():
+        entry = plan.layers[key]
+        if not entry.pruned:
+            continue
+        for node in nodes:
+            if id(node) in starts:
+                raise BadInput(
+                    f"plan layers {starts[id(node)][0]!r} and {key!r} name the same layer"
+                )
+            starts[id(node)] = (key, np.asarray(entry.kept, dtype=np.int64))
+    return ChannelPass(graph, starts).run()
+
+
+def _round_plan(
+    plan: ChannelPlan, layers: dict[str, list[gs.Node]], flow: Flow, multiple: int
+) -> ChannelPlan:
+    """Widen every pruned layer (jointly per coupled stream) to a multiple of ``multiple``."""
+    pruned = {k for k, v in plan.layers.items() if v.pruned}
+    groups = [set(g) & pruned for g in flow.coupled]
+    grouped = set().union(*groups) if groups else set()
+    groups += [{k} for k in sorted(pruned - grouped)]
+    new = dict(plan.layers)
+    for group in groups:
+        keys = sorted(group)
+        ref = plan.layers[keys[0]]
+        scores = sum(_scores(node) for k in keys for node in layers[k])
+        kept = round_kept(ref.kept, ref.out_channels, multiple, scores)
+        for key in keys:
+            new[key] = LayerPlan(plan.layers[key].out_channels, kept)
+    return ChannelPlan(new)
+
+
+def _scores(node: gs.Node) -> np.ndarray:
+    """L1 norm of each output channel's weights: the next-best channels to keep when rounding."""
+    weight = np.abs(constant_values(node.inputs[1]).astype(np.float64))
+    axis = out_axis(node, weight)
+    return weight.sum(axis=tuple(a for a in range(weight.ndim) if a != axis))
+
+
+def _apply(graph: gs.Graph, flow: Flow) -> None:
+    names = set(graph.tensors())
+    for edit in flow.slices:
+        values = constant_values(edit.node.inputs[edit.index])
+        _replace(graph, names, edit.node, edit.index, np.take(values, edit.indices, axis=edit.axis))
+    for edit in flow.values:
+        _replace(graph, names, edit.node, edit.index, edit.values)
+    for node, group in flow.groups:
+        node.attrs["group"] = group
+
+
+def _replace(
+    graph: gs.Graph, names: set[str], node: gs.Node, index: int, values: np.ndarray
+) -> None:
+    """Give ``node.inputs[index]`` new values; a constant shared with other nodes is copied."""
+    tensor = node.inputs[index]
+    if isinstance(tensor, gs.Constant) and all(user is node for user in tensor.outputs):
+        tensor.values = np.ascontiguousarray(values)
+        return
+    base = constant_name(tensor)
+    name, n = f"{base}.slim", 1
+    while name in names:
+        name, n = f"{base}.slim{n}", n + 1
+    names.add(name)
+    node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values))
+
+
+def _finish(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop stale shapes, export, re-infer and check; graph inputs/outputs stay as they were."""
+    io = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.name not in io:
+            tensor.shape = None
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph, do_type_check=False, opset_imports=list(original.opset_import))
+    model.ir_version = original.ir_version
+    model.producer_name, model.producer_version = original.producer_name, original.producer_version
+    for prop in original.metadata_props:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    try:
+        model = onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # onnx raises several C++-backed types
+        text = " ".join(str(e).split())[:240]
+        raise BadInput(
+            f"the slimmed graph fails ONNX checks ({text}); an op between pruned layers is not "
+            f"channel-preserving: leave those layers out of the plan"
+        ) from None
+    _check_outputs(original, model)
+    return model
+
+
+def _check_outputs(original: onnx.ModelProto, slim: onnx.ModelProto) -> None:
+    def dims(model: onnx.ModelProto) -> list:
+        return [
+            (o.name, [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim])
+            for o in model.graph.output
+        ]
+
+    if dims(original) != dims(slim) or [i.name for i in original.graph.input] != [
+        i.name for i in slim.graph.input
+    ]:
+        raise BadInput(
+            "the slimmed graph's inputs/outputs differ from the original's; leave the last layer out of the plan"
+        )

@@ -1,0 +1,172 @@
+"""Channel scores, the exact floor/align-aware selection, counts and the plan."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train.channels import (
+    channel_floor,
+    channel_plan,
+    channel_stats,
+    prune_keys,
+    removal_count,
+    select_channels,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _walk(
+    keys: list[float], group: list[int], alive: list[int], floors: list[int], align: int, count: int
+):
+    """The spec, literally: walk channels in ascending key (ties: position), whole chunks per group."""
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
+    removed = [0] * len(alive)
+    pending: list[list[int]] = [[] for _ in alive]
+    blocked = [False] * len(alive)
+    chosen: set[int] = set()
+    total = 0
+    for i in order:
+        g = group[i]
+        if blocked[g]:
+            continue
+        pending[g].append(i)
+        done = removed[g] + len(pending[g])
+        first = alive[g] % align or align
+        chunk_end = first if removed[g] == 0 else removed[g] + align
+        if done < min(chunk_end, alive[g]):
+            continue  # the chunk is not complete yet
+        if alive[g] - done < floors[g]:
+            blocked[g] = True  # at its floor: skip the rest of this group
+            continue
+        if total + len(pending[g]) > count:
+            break
+        chosen.update(pending[g])
+        total += len(pending[g])
+        removed[g] = done
+        pending[g] = []
+    return [i in chosen for i in range(len(keys))]
+
+
+@st.composite
+def _problem(draw):
+    align = draw(st.sampled_from([1, 1, 2, 4]))
+    n_groups = draw(st.integers(1, 5))
+    alive = [draw(st.integers(1, 12)) for _ in range(n_groups)]
+    floors = [min(a, draw(st.integers(1, 8))) for a in alive]
+    floors = [min(a, math.ceil(f / align) * align) for f, a in zip(floors, alive, strict=True)]
+    group = [g for g, a in enumerate(alive) for _ in range(a)]
+    keys = [draw(st.integers(0, 5)) / 2 for _ in group]
+    count = draw(st.integers(0, sum(alive)))
+    if align > 1:
+        count = align * (count // align)
+    return keys, group, alive, floors, align, count
+
+
+@settings(max_examples=400, deadline=None)
+@given(_problem())
+def test_selection_equals_the_literal_walk(problem) -> None:
+    keys, group, alive, floors, align, count = problem
+    out = select_channels(
+        torch.tensor(keys, dtype=torch.float64), torch.tensor(group), alive, floors, align, count
+    )
+    assert out.tolist() == _walk(keys, group, alive, floors, align, count)
+    removed = [sum(1 for i, g in enumerate(group) if g == j and out[i]) for j in range(len(alive))]
+    assert sum(removed) <= count
+    for a, f, r in zip(alive, floors, removed, strict=True):
+        assert a - r >= f or r == 0
+        if r and align > 1:
+            assert (a - r) % align == 0
+
+
+def test_selection_hits_the_count_when_floors_allow() -> None:
+    g = torch.Generator().manual_seed(0)
+    keys = torch.rand(64 + 32 + 16, generator=g, dtype=torch.float64)
+    group = torch.tensor([0] * 64 + [1] * 32 + [2] * 16)
+    out = select_channels(keys, group, [64, 32, 16], [16, 8, 4], 1, 50)
+    assert int(out.sum()) == 50
+    out = select_channels(keys, group, [64, 32, 16], [16, 8, 4], 8, 48)
+    per_group = [int(out[group == i].sum()) for i in range(3)]
+    assert sum(per_group) == 48 and all(p % 8 == 0 for p in per_group)
+
+
+def test_scores_umm_ws_mmm() -> None:
+    w = torch.zeros(3, 2, 2, 2)
+    w[0] = 1.0  # dense, |w| = 1
+    w[1, 0, 0, 0] = 4.0  # one weight of 4
+    # channel 2 empty
+    abs_sum, nonzero, fan = channel_stats([w])
+    assert abs_sum.tolist() == [8.0, 4.0, 0.0] and nonzero.tolist() == [8, 1, 0] and fan == 8
+    fans = torch.full((3,), 8.0, dtype=torch.float64)
+    g = torch.Generator()
+    assert prune_keys(abs_sum, nonzero, fans, "umm", g).tolist() == [1.0, 0.5, 0.0]
+    assert prune_keys(abs_sum, nonzero, fans, "ws", g).tolist() == [-0.0, -7 / 8, -1.0]
+    assert prune_keys(abs_sum, nonzero, fans, "mmm", g).tolist() == [1.0, 4.0, 0.0]
+    # A stream: rows of several producers count as one filter.
+    w2 = torch.ones(3, 4)
+    abs_sum, nonzero, fan = channel_stats([w, w2])
+    assert abs_sum.tolist() == [12.0, 8.0, 4.0] and fan == 12
+
+
+@pytest.mark.parametrize("criterion", ["umm", "ws", "mmm"])
+def test_reversed_criteria_pick_the_opposite_channels(criterion: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    w = (torch.rand(20, 72, generator=g) + 0.1) * torch.linspace(0.1, 2, 20).view(-1, 1)
+    w *= torch.arange(72).view(1, -1) >= 3 * torch.randperm(20, generator=g).view(
+        -1, 1
+    )  # distinct WS
+    w = w.view(20, 8, 3, 3)
+    abs_sum, nonzero, fan = channel_stats([w])
+    fans = torch.full((20,), float(fan), dtype=torch.float64)
+    group = torch.zeros(20, dtype=torch.long)
+    keys = prune_keys(abs_sum, nonzero, fans, criterion, g)
+    rev = prune_keys(abs_sum, nonzero, fans, f"{criterion}_reverse", g)
+    assert torch.unique(keys).numel() == 20  # no ties, so "opposite" is well defined
+    first = select_channels(keys, group, [20], [1], 1, 5)
+    last = select_channels(rev, group, [20], [1], 1, 5)
+    assert set(first.nonzero().flatten().tolist()) == set(torch.argsort(keys)[:5].tolist())
+    assert set(last.nonzero().flatten().tolist()) == set(torch.argsort(keys)[-5:].tolist())
+
+
+def test_counts_and_floors() -> None:
+    assert channel_floor(100, 0.3, 0.2, 1) == 14  # (1 - 0.3)·0.2·100 = 13.999... in floats
+    assert channel_floor(64, 0.5, 0.5, 1) == 16
+    assert channel_floor(64, 0.5, 0.2, 8) == 8
+    assert channel_floor(10, 0.5, 0.0, 8) == 8  # at least one channel, raised to a multiple
+    assert channel_floor(6, 0.5, 0.5, 8) == 6  # narrower than the alignment: never pruned
+    assert removal_count(112, 112, 0.5, 1) == 56
+    assert removal_count(100, 112, 0.5, 1) == 44
+    assert removal_count(100, 112, 0.6, 1) == 55  # keep round(44.8) = 45
+    assert removal_count(112, 112, 0.3, 8) == 32  # keep 78.4 → 80
+    assert removal_count(50, 112, 0.1, 1) == 0
+
+
+def test_plan_lists_only_layers_that_lost_channels() -> None:
+    groups = [(("a",), 4), (("b", "c"), 3), (("d",), 2)]
+    alive = [
+        torch.tensor([True, False, True, True]),
+        torch.tensor([False, True, True]),
+        torch.ones(2, dtype=torch.bool),
+    ]
+    plan = channel_plan(groups, alive)
+    assert plan == {
+        "format": "chase-channel-plan",
+        "version": 1,
+        "layers": {
+            "a": {"out_channels": 4, "kept": [0, 2, 3]},
+            "b": {"out_channels": 3, "kept": [1, 2]},
+            "c": {"out_channels": 3, "kept": [1, 2]},
+        },
+    }

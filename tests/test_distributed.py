@@ -1,0 +1,371 @@
+"""Multi-process training under torchrun (gloo, CPU): identical replicas, one writer, exact
+resume after a rank dies, and validation accuracy that counts every sample once.
+
+The ``distributed`` tests spawn real torchrun jobs of two processes; the others check the
+collectives' single-process behaviour and the checksum in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from chase_deploy.cli import main
+from tests.conftest import write_recipe
+from train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from train.config import recipe_from_dict
+from train.data import build_data
+from train.distributed import (
+    TIMEOUT_ENV,
+    DistInfo,
+    check_agreement,
+    fingerprint,
+    from_main,
+    init_distributed,
+    process_device,
+    sync_buffers,
+)
+from train.errors import BadInput
+from train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 6
+STEPS_PER_EPOCH = 512 // 32
+CPU = torch.device("cpu")
+
+needs_gloo = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]  # fmt: skip
+
+
+def _train(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return _torchrun("-m", "chase_deploy", "train", str(recipe), "--out", str(out), "--device", "cpu", *extra)  # fmt: skip
+
+
+def _strip_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def _evaluate_alone(checkpoint: Path) -> float:
+    """Accuracy of a checkpoint over the whole validation set, in this one process."""
+    ckpt = load_checkpoint(checkpoint)
+    recipe = recipe_from_dict(ckpt["recipe"])
+    model = build_model_from_checkpoint(ckpt)
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in build_data(recipe.data, recipe.seed).val.batches(0):
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    assert total == recipe.data.num_val
+    return correct / total
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One uninterrupted 2-process sparse run; each rank dumps its final state."""
+    root = tmp_path_factory.mktemp("ddp")
+    recipe = write_recipe(
+        root / "r.yaml",
+        data={"num_train": 32 * STEPS_PER_EPOCH},
+        train={"epochs": EPOCHS},
+        chase={"explore_until": 3, "update_every": 4, "channel_every": 4},
+    )
+    out, dump = root / "ref", root / "dump"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        _train(recipe, out),
+        env=_env(CHASE_DEPLOY_DEBUG_DUMP_DIR=str(dump)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"reference 2-process run: {time.perf_counter() - started:.1f}s")
+    return {"root": root, "recipe": recipe, "out": out, "dump": dump, "log": proc.stderr}
+
+
+# ------------------------------------------------------------------------------- torchrun jobs
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_ranks_hold_identical_weights_and_masks(reference: dict) -> None:
+    rank0 = torch.load(reference["dump"] / "rank0.pt", weights_only=True)
+    rank1 = torch.load(reference["dump"] / "rank1.pt", weights_only=True)
+    assert (rank0["world"], rank1["world"], rank0["rank"], rank1["rank"]) == (2, 2, 0, 1)
+    a, b = rank0["state"], rank1["state"]
+    assert a.keys() == b.keys()
+    masks = [k for k in a if k.startswith("mask ")]
+    assert len(masks) > 5
+    assert any(k.endswith("running_mean") for k in a)  # BatchNorm statistics included
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # ... after many explorations and channel events, each followed by the masks check
+    events = read_metrics(reference["out"] / "metrics.jsonl")
+    explorations = [e for e in events if e["event"] == "exploration"]
+    channel_events = [e for e in events if e["event"] == "channels" and e["removed"] > 0]
+    assert len(explorations) >= 10 and len(channel_events) >= 5
+    # and rank 0's checkpoint holds exactly that state
+    final = load_checkpoint(reference["out"] / "final.pt")
+    for key, value in final["state_dict"].items():
+        assert torch.equal(value, a[key]), key
+    for key, value in final["masks"].items():
+        assert torch.equal(value, a[f"mask {key}"]), key
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_rank_zero_alone_writes_and_logs(reference: dict) -> None:
+    out = reference["out"]
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert names == [
+        "channel_plan.json",
+        "checkpoints",
+        "checkpoints/last.pt",
+        "final.pt",
+        "metrics.jsonl",
+        "recipe.yaml",
+    ]
+    epochs = [e for e in read_metrics(out / "metrics.jsonl") if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))  # one line each, not two
+    assert epochs[-1]["step"] == EPOCHS * STEPS_PER_EPOCH  # the global batch sets the steps
+    assert reference["log"].count("wrote ") == 1
+    assert "2 process(es)" in reference["log"]
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["world_size"] == 2
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_logged_accuracy_equals_single_process_evaluation(reference: dict) -> None:
+    final = reference["out"] / "final.pt"
+    alone = _evaluate_alone(final)
+    logged = [e for e in read_metrics(reference["out"] / "metrics.jsonl") if e["event"] == "epoch"]
+    assert logged[-1]["val_acc"] == alone
+    assert load_checkpoint(final)["val_acc"] == alone
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes (Linux /proc)."""
+    found = {}
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            ranks = [v[5:] for v in env if v.startswith(b"RANK=")]
+            if ranks:
+                found[int(ranks[0])] = int(pid)
+    return found
+
+
+def _kill_rank_one_after_first_checkpoint(proc: subprocess.Popen, out: Path) -> None:
+    last = out / "checkpoints" / "last.pt"
+    workers: dict[int, int] = {}
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if len(workers) < 2:
+            workers = _workers(proc.pid)
+        elif last.exists():
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job ended before a rank could be killed"
+    os.kill(workers[1], signal.SIGKILL)
+
+
+def _assert_same_final(reference: dict, out: Path) -> None:
+    a, b = load_checkpoint(reference["out"] / "final.pt"), load_checkpoint(out / "final.pt")
+    assert a["progress"] == b["progress"] == {"epoch": EPOCHS, "step": EPOCHS * STEPS_PER_EPOCH}
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for key in a["masks"]:
+        assert torch.equal(a["masks"][key], b["masks"][key]), key
+    assert a["channel_plan"] == b["channel_plan"] and a["channel_plan"]["layers"]
+    ref_rows = read_metrics(reference["out"] / "metrics.jsonl")
+    assert _strip_seconds(ref_rows) == _strip_seconds(read_metrics(out / "metrics.jsonl"))
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+
+
+@needs_gloo
+@needs_proc
+@pytest.mark.distributed
+def test_killed_rank_stops_the_job_and_resume_matches(reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train(reference["recipe"], out),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _kill_rank_one_after_first_checkpoint(proc, out)
+    killed = time.perf_counter()
+    _, stderr = proc.communicate(timeout=120)  # no hang: the launcher takes the job down
+    print(f"job down {time.perf_counter() - killed:.2f}s after SIGKILL of rank 1")
+    assert proc.returncode != 0
+    assert "Signal 9 (SIGKILL) received by PID" in stderr
+    assert not (out / "final.pt").exists()
+    stopped_at = load_checkpoint(out / "checkpoints" / "last.pt")["progress"]["epoch"]
+    assert 1 <= stopped_at < EPOCHS
+    print(f"killed during epoch {stopped_at + 1} of {EPOCHS}")
+
+    resumed = subprocess.run(
+        _train(reference["recipe"], out, "--resume", "auto"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at epoch {stopped_at}" in resumed.stderr
+    _assert_same_final(reference, out)
+
+
+@needs_gloo
+@needs_proc
+@pytest.mark.distributed
+def test_torchrun_restart_resumes_by_itself(reference: dict, tmp_path: Path) -> None:
+    """`torchrun --max-restarts 1 ... --resume auto`: the relaunched workers pick up last.pt."""
+    out = tmp_path / "elastic"
+    cmd = _train(reference["recipe"], out, "--resume", "auto")
+    cmd.insert(cmd.index("--nproc_per_node"), "--max-restarts=1")
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _kill_rank_one_after_first_checkpoint(proc, out)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "resumed from" in stderr
+    _assert_same_final(reference, out)
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_collectives_across_two_ranks(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        _torchrun(str(ROOT / "tests" / "dist_worker.py"), str(tmp_path)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world"] == 2 and r["agree_same"] == "ok"
+        assert r["agree_mask_bit"].startswith("RuntimeError: ranks disagree in a test on mask conv.weight:")  # fmt: skip
+        assert r["agree_weight_ulp"].startswith("RuntimeError: ranks disagree in a test on conv.weight:")  # fmt: skip
+        assert r["none"] is True
+        assert r["bad_input"] == "BadInput: --resume x: no such checkpoint"
+        assert r["running_mean"] == [1.0, 1.0, 1.0]  # rank 0's
+    assert ranks[0]["bytes_sha"] == ranks[1]["bytes_sha"]
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_bad_input_stops_every_rank(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", data={"batch_size": 33})
+    proc = subprocess.run(
+        _train(recipe, tmp_path / "o"), env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0
+    assert "data.batch_size: 33 does not divide over 2 processes" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------- in-process
+
+
+def test_resuming_with_another_process_count_says_so(reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "one"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(
+        (reference["out"] / "checkpoints" / "last.pt").read_bytes()
+    )
+    result = CliRunner().invoke(
+        main, ["train", str(reference["recipe"]), "--out", str(out), "--resume", "auto"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained with 2 process(es), resuming with 1" in result.output
+    assert load_checkpoint(out / "final.pt")["progress"]["epoch"] == EPOCHS
+
+
+def test_fingerprint_sees_every_bit_and_position() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 5, 7, generator=g)
+    mask = torch.rand(4000, generator=g) < 0.5
+    base = fingerprint([w, mask])
+    assert torch.equal(base, fingerprint([w.clone(), mask.clone()]))
+    nudged = w.clone()
+    nudged[1, 2, 3] = torch.nextafter(nudged[1, 2, 3], torch.tensor(10.0))
+    assert fingerprint([nudged, mask])[0] != base[0]
+    flipped = mask.clone()
+    flipped[3999] = ~flipped[3999]
+    assert fingerprint([w, flipped])[1] != base[1]
+    i, j = int((mask).nonzero()[0]), int((~mask).nonzero()[0])
+    swapped = mask.clone()
+    swapped[i], swapped[j] = mask[j], mask[i]  # same count, other positions
+    assert int(swapped.sum()) == int(mask.sum())
+    assert fingerprint([w, swapped])[1] != base[1]
+    assert fingerprint([torch.zeros(3)])[0] != fingerprint([torch.zeros(4)])[0]
+    small_first = fingerprint([torch.tensor(5), w, mask])  # one weights table serves all sizes
+    assert torch.equal(small_first[1:], base)
+    for t in (torch.tensor(5), torch.ones(9, dtype=torch.bfloat16), torch.arange(10, dtype=torch.int8)):  # fmt: skip
+        assert fingerprint([t]).dtype == torch.int64
+
+
+def test_big_tensors_are_fingerprinted_in_chunks_exactly() -> None:
+    big = torch.zeros(3_000_000, dtype=torch.bool)
+    big[2_500_000] = True
+    moved = torch.zeros_like(big)
+    moved[2_500_001] = True
+    assert fingerprint([big])[0] != fingerprint([moved])[0]
+
+
+def test_collectives_are_no_ops_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed(CPU) == DistInfo()
+    check_agreement({"w": torch.ones(3)}, "now", CPU)
+    assert from_main(lambda: b"abc", CPU) == b"abc"
+    assert from_main(lambda: None, CPU) is None
+    bn = torch.nn.BatchNorm2d(2)
+    sync_buffers(bn)
+    with pytest.raises(BadInput, match="no such"):
+        from_main(lambda: (_ for _ in ()).throw(BadInput("no such")), CPU)
+
+
+def test_more_processes_than_gpus_is_bad_input() -> None:
+    if torch.cuda.device_count() > 8:
+        pytest.skip("machine has more than 8 GPUs")
+    with pytest.raises(BadInput, match="has no GPU"):
+        process_device(torch.device("cuda"), DistInfo(rank=8, world=9, local_rank=8))
+    assert process_device(CPU, DistInfo(rank=1, world=2, local_rank=1)) == CPU
+
+
+def test_bad_timeout_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    with pytest.raises(BadInput, match=f"{TIMEOUT_ENV}='soon'"):
+        init_distributed(CPU)

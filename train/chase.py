@@ -1,0 +1,524 @@
+"""The Chase controller: masks, parameter exploration and gradual channel pruning in one object.
+
+It ties the pieces together and owns the state; the pieces live in their own modules:
+``density`` (how many weights per layer), ``masks`` (drawing and re-applying masks), ``schedules``
+(when and how much), ``exploration`` (which weights), ``channels`` (which channels), ``amenable``
+(the Figure 2 statistic). Usage, per optimizer step t (1-based)::
+
+    loss.backward()                      # (scaler.unscale_(optimizer) under fp16)
+    chase.before_step(t)                 # keeps |grad| when an exploration is due, else free
+    optimizer.step()
+    events = chase.after_step(t)         # re-mask; channel event / exploration when due
+
+Choices beyond the paper (see CHASE.md for the algorithm):
+
+- Budget B = round(d·N); the initial masks hold exactly B weights.
+- On an AMP-skipped step (``skipped=True``) nothing but the re-mask happens; an event that was due
+  runs on the next real step with the schedule values of the step it was due at.
+- The last channel event before T_c targets S_c itself (the paper's Eq. 3 ends at S_f; the
+  released code's half-period offset would stop just short of it).
+- Phase B prunes max(ceil(q·nnz), nnz − B), so nnz ≤ B after every prune; no exploration runs on
+  the very last step of training (its regrown weights would never train). Density 1 disables
+  exploration (channel pruning only). ``after_stop: freeze`` runs one last update at the first
+  exploration step after tau_stop that prunes the soft-memory surplus and regrows what channel
+  pruning freed, so the frozen topology holds exactly B weights.
+- ``scope: layerwise``: layer l keeps a budget b_l = its initial count (capped by the positions
+  left in its alive channels, the excess shared out in proportion to the initial counts); phase A
+  prunes each layer to b_l and grows the soft-memory extra in the same proportions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from train import channels, exploration
+from train.amenable import amenable_fractions
+from train.config import ChaseConfig
+from train.density import apportion, budget, layer_counts, round_half_up
+from train.errors import BadInput
+from train.masks import MASKABLE, apply_masks, checksum, count_active, maskable_modules, random_mask
+from train.models.groups import ChannelGroup
+from train.schedules import Timeline, channel_target, growth_extra, hard_prune_rate
+
+STATE_VERSION = 1
+_MASK_STREAM = 1
+_CHANNEL_STREAM = 2
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A channel group resolved against the model."""
+
+    name: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    width: int
+    floor: int
+
+
+class Chase:
+    """Channel-aware dynamic sparse training of ``model`` (already on its device)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: Sequence[ChannelGroup],
+        cfg: ChaseConfig,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        steps_per_epoch: int,
+        epochs: int,
+        explore_until: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if steps_per_epoch < 1 or epochs < 1:
+            raise ValueError("steps_per_epoch and epochs must be positive")
+        self.cfg = cfg
+        self.optimizer = optimizer
+        self._modules = dict(model.named_modules())
+        self._params_by_name = dict(model.named_parameters())
+        stop = explore_until if explore_until is not None else cfg.explore_until
+        if stop is None:
+            stop = epochs - 30 if epochs > 40 else max(1, math.ceil(0.75 * epochs))
+        self.timeline = Timeline(steps_per_epoch, epochs, stop, cfg.update_every, cfg.channel_every)
+
+        layers = maskable_modules(model, cfg.dense_layers)
+        self.layer_names = list(layers)
+        self.param_names = [f"{name}.weight" for name in layers]
+        self._params = [m.weight for m in layers.values()]
+        self._index = {name: i for i, name in enumerate(self.param_names)}
+        shapes = [tuple(p.shape) for p in self._params]
+        self._base_counts = layer_counts(shapes, cfg.density, cfg.init)
+        self.total = sum(p.numel() for p in self._params)
+        self.budget = budget(cfg.density, self.total)
+        g = torch.Generator().manual_seed(_stream(seed, _MASK_STREAM))
+        self._masks = [
+            random_mask(s, c, g).to(p.device)
+            for s, c, p in zip(shapes, self._base_counts, self._params, strict=True)
+        ]
+
+        self._groups = self._resolve_groups(groups)
+        self.alive = [
+            torch.ones(gr.width, dtype=torch.bool, device=self._device) for gr in self._groups
+        ]
+        self._widths = [gr.width for gr in self._groups]
+        self.channels_total = sum(self._widths)
+        self._row_group, self._col_group = self._group_maps()
+        self._extra: dict[str, Tensor] = {}  # bias masks and dense layers' channel masks
+        self._rng = torch.Generator().manual_seed(_stream(seed, _CHANNEL_STREAM))
+        self._check_feasible()
+
+        self.step = 0
+        self._frozen = False  # after_stop: freeze, once the last prune back to B has run
+        self._pending_channels: int | None = None
+        self._pending_explore: int | None = None
+        self._grad_abs: list[Tensor] | None = None
+        self._remask()
+
+    # ------------------------------------------------------------------------------------------
+    # The per-step interface
+
+    def before_step(self, t: int) -> None:
+        """On steps where an exploration will run, keep |grad| (DDP-averaged, unscaled, unclipped)."""
+        if self._pending_explore is None and not self._exploration_due(t):
+            return
+        self._grad_abs = [
+            p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p)
+            for p in self._params
+        ]
+
+    def after_step(self, t: int, skipped: bool = False) -> list[dict]:
+        """Re-mask weights and optimizer state; run the channel event / exploration due at t."""
+        self._remask()
+        if self.cfg.channel_sparsity > 0 and self.timeline.is_channel_event(t):
+            self._pending_channels = t
+        if self._exploration_due(t):
+            self._pending_explore = t
+        events: list[dict] = []
+        if not skipped:
+            if self._pending_channels is not None:
+                events.append(self._channel_event(self._pending_channels, t))
+                self._pending_channels = None
+            if self._pending_explore is not None:
+                events.append(self._exploration(self._pending_explore, t))
+                self._pending_explore = None
+            self._grad_abs = None
+        self.step = t
+        return events
+
+    # ------------------------------------------------------------------------------------------
+    # Metrics and outputs
+
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """Parameter name → bool mask of every budgeted (sparse) weight."""
+        return dict(zip(self.param_names, self._masks, strict=True))
+
+    def nnz(self) -> int:
+        return sum(count_active(self._masks))
+
+    def epoch_metrics(self) -> dict[str, float]:
+        removed = self.channels_total - sum(self._widths)
+        return {
+            "density": self.nnz() / self.total if self.total else 1.0,
+            "channel_sparsity": removed / self.channels_total if self.channels_total else 0.0,
+        }
+
+    def widths(self) -> dict[str, int]:
+        """Alive channels per prunable group."""
+        return {gr.name: w for gr, w in zip(self._groups, self._widths, strict=True)}
+
+    def amenable_stats(self) -> dict:
+        """Per-layer fractions of sparse-amenable channels by UMM and WS (see ``train.amenable``)."""
+        rows = [
+            self.alive[gi] if gi is not None and self._widths[gi] < self._groups[gi].width else None
+            for gi in self._row_group
+        ]
+        return amenable_fractions(self.layer_names, self._params, rows)
+
+    def channel_plan(self) -> dict:
+        """Kept output channels of every producer that lost some (the DESIGN.md contract)."""
+        return channels.channel_plan([(gr.producers, gr.width) for gr in self._groups], self.alive)
+
+    # ------------------------------------------------------------------------------------------
+    # State
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; plain tensors, ints and dicts only."""
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "total": self.total,
+            "budget": self.budget,
+            "masks": {n: m.detach().clone() for n, m in self.masks.items()},
+            "alive": {gr.name: a.clone() for gr, a in zip(self._groups, self.alive, strict=True)},
+            "extra_masks": {n: m.clone() for n, m in self._extra.items()},
+            "rng": self._rng.get_state(),
+            "pending_channels": self._pending_channels,
+            "pending_explore": self._pending_explore,
+            "frozen": self._frozen,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict``; refuses state saved for another model or budget."""
+        self._check_state(state)
+        with torch.no_grad():
+            for m, name in zip(self._masks, self.param_names, strict=True):
+                m.copy_(state["masks"][name])
+            for a, gr in zip(self.alive, self._groups, strict=True):
+                a.copy_(state["alive"][gr.name])
+        self._widths = count_active(self.alive)
+        self._extra = {
+            n: m.to(device=self._params_by_name[n].device, dtype=torch.bool).clone()
+            for n, m in state["extra_masks"].items()
+        }
+        self._rng.set_state(state["rng"].cpu())
+        self.step = int(state["step"])
+        self._pending_channels = state["pending_channels"]
+        self._pending_explore = state["pending_explore"]
+        self._frozen = bool(state["frozen"])
+        self._grad_abs = None
+        self._remask()
+
+    def _check_state(self, state: dict) -> None:
+        def bad(why: str) -> BadInput:
+            return BadInput(
+                f"chase state does not fit this run ({why}); resume with the recipe it was saved with"
+            )
+
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise bad(
+                f"state version {state.get('version') if isinstance(state, dict) else None!r}"
+            )
+        if state["total"] != self.total or state["budget"] != self.budget:
+            raise bad(f"budget {state['budget']}/{state['total']} vs {self.budget}/{self.total}")
+        if set(state["masks"]) != set(self.param_names):
+            raise bad("masked layers differ")
+        for name, m in zip(self.param_names, self._masks, strict=True):
+            if tuple(state["masks"][name].shape) != tuple(m.shape):
+                raise bad(f"mask {name} has shape {tuple(state['masks'][name].shape)}")
+        if [len(state["alive"].get(gr.name, ())) for gr in self._groups] != [
+            gr.width for gr in self._groups
+        ]:
+            raise bad("channel groups differ")
+        unknown = [n for n in state["extra_masks"] if n not in self._params_by_name]
+        if unknown:
+            raise bad(f"unknown parameter {unknown[0]}")
+
+    # ------------------------------------------------------------------------------------------
+    # Parameter exploration
+
+    def _exploration_due(self, t: int) -> bool:
+        if self.cfg.density >= 1.0 or not self.timeline.is_exploration(t):
+            return False
+        return self.timeline.in_phase_a(t) or self.cfg.after_stop == "continue" or not self._frozen
+
+    def _exploration(self, t: int, now: int) -> dict:
+        """Prune by |w| then grow by |grad| (phase A: to the soft-memory target; B: back to B)."""
+        nnz = count_active(self._masks)
+        caps = self._capacities()
+        phase_a = self.timeline.in_phase_a(t)
+        budgets = apportion(self.budget, self._base_counts, caps)
+        if phase_a:
+            extra = growth_extra(
+                t, self.cfg.growth_extra, self.cfg.growth_extra_end, self.timeline.stop
+            )
+            target = min(round_half_up(self.total * (self.cfg.density + extra)), sum(caps))
+            drop = [max(0, n - b) for n, b in zip(nnz, budgets, strict=True)]
+            total_drop = max(0, sum(nnz) - self.budget)
+        else:
+            # freeze: one last update back to exactly B (no extra exchange), then a fixed topology.
+            freeze = self.cfg.after_stop == "freeze"
+            q = 0.0 if freeze else hard_prune_rate(t, self.timeline.total)
+            self._frozen = freeze
+            target = min(self.budget, sum(caps))
+            drop = [max(math.ceil(q * n), n - b) for n, b in zip(nnz, budgets, strict=True)]
+            total_drop = max(math.ceil(q * sum(nnz)), sum(nnz) - self.budget)
+
+        weights = [p.detach() for p in self._params]
+        if self.cfg.scope == "global":
+            pruned = exploration.prune_global(weights, self._masks, total_drop)
+        else:
+            pruned = exploration.prune_layerwise(weights, self._masks, drop)
+        self._set_masks(pruned)
+        self._remask()  # pruned weights and their momentum are zero before anything regrows
+        kept = count_active(self._masks)
+
+        grads = self._grad_abs if self._grad_abs is not None else self._current_grad_abs()
+        allowed = self._allowed()
+        if self.cfg.scope == "global":
+            k = max(0, target - sum(kept))
+            grown = exploration.grow_global(grads, self._masks, allowed, k)
+        else:
+            free = [c - b for c, b in zip(caps, budgets, strict=True)]
+            extra_share = apportion(max(0, target - sum(budgets)), self._base_counts, free)
+            goal = [b + e for b, e in zip(budgets, extra_share, strict=True)]
+            grown = exploration.grow_layerwise(
+                grads,
+                self._masks,
+                allowed,
+                [max(0, g - n) for g, n in zip(goal, kept, strict=True)],
+            )
+        self._set_masks(grown)
+        after = sum(count_active(self._masks))
+        self._agree("exploration", now)
+        return {
+            "event": "exploration",
+            "step": t,
+            "phase": "A" if phase_a else "B",
+            "pruned": sum(nnz) - sum(kept),
+            "grown": after - sum(kept),
+            "nnz": after,
+            "budget": self.budget,
+        }
+
+    def _current_grad_abs(self) -> list[Tensor]:
+        # Fallback when before_step was not called: global-norm clipping scales every gradient by
+        # one factor, so the ranking by |grad| is the same.
+        return [
+            p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p)
+            for p in self._params
+        ]
+
+    def _set_masks(self, new: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            for m, n in zip(self._masks, new, strict=True):
+                m.copy_(n)
+
+    def _capacities(self) -> list[int]:
+        """Positions of each masked layer inside alive channels (Python ints, no device sync)."""
+        caps = []
+        for p, rg, cg in zip(self._params, self._row_group, self._col_group, strict=True):
+            rows = self._widths[rg] if rg is not None else p.shape[0]
+            cols = self._widths[cg] if cg is not None else p.shape[1]
+            caps.append(rows * cols * math.prod(p.shape[2:]))
+        return caps
+
+    def _allowed(self) -> list[Tensor | None]:
+        """Broadcastable bool 'inside alive channels' per masked layer, None where all are alive."""
+        out: list[Tensor | None] = []
+        for p, rg, cg in zip(self._params, self._row_group, self._col_group, strict=True):
+            allowed = None
+            if rg is not None and self._widths[rg] < self._groups[rg].width:
+                allowed = self.alive[rg].view(-1, *([1] * (p.dim() - 1)))
+            if cg is not None and self._widths[cg] < self._groups[cg].width:
+                cols = self.alive[cg].view(1, -1, *([1] * (p.dim() - 2)))
+                allowed = cols if allowed is None else allowed & cols
+            out.append(allowed)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Channel pruning
+
+    def _channel_event(self, t: int, now: int) -> dict:
+        """Remove the lowest-scoring alive channels down to the schedule's target at step t."""
+        cfg = self.cfg
+        if t == self.timeline.last_channel_event():
+            target = cfg.channel_sparsity
+        else:
+            target = channel_target(
+                t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
+            )
+        count = channels.removal_count(sum(self._widths), self.channels_total, target, cfg.align)
+        removed = self._remove_channels(count) if count > 0 else 0
+        self._agree("channel event", now)
+        return {
+            "event": "channels",
+            "step": t,
+            "removed": removed,
+            "target_sparsity": target,
+            "channel_sparsity": 1.0 - sum(self._widths) / self.channels_total,
+            "widths": self.widths(),
+        }
+
+    def _remove_channels(self, count: int) -> int:
+        keys, group_ids = self._channel_keys()
+        alive = torch.cat(self.alive)
+        candidates = alive.nonzero().squeeze(1)
+        floors = [gr.floor for gr in self._groups]
+        chosen = channels.select_channels(
+            keys[candidates], group_ids[candidates], self._widths, floors, self.cfg.align, count
+        )
+        dead = torch.zeros_like(alive)
+        dead[candidates[chosen]] = True
+        dead_per_group = torch.split(dead, [gr.width for gr in self._groups])
+        lost = count_active(list(dead_per_group))
+        for gi, (gr, d, n) in enumerate(zip(self._groups, dead_per_group, lost, strict=True)):
+            if n:
+                self._kill(gr, d)
+                self.alive[gi] &= ~d
+                self._widths[gi] -= n
+        self._remask()
+        return sum(lost)
+
+    def _channel_keys(self) -> tuple[Tensor, Tensor]:
+        """Prune-order keys for every channel of every group (alive or not), and group ids."""
+        sums, nonzeros, fans, ids = [], [], [], []
+        for gi, gr in enumerate(self._groups):
+            abs_sum, nonzero, fan = channels.channel_stats([self._weight(n) for n in gr.producers])
+            sums.append(abs_sum)
+            nonzeros.append(nonzero)
+            fans.append(
+                torch.full((gr.width,), float(fan), dtype=torch.float64, device=self._device)
+            )
+            ids.append(torch.full((gr.width,), gi, dtype=torch.long, device=self._device))
+        keys = channels.prune_keys(
+            torch.cat(sums), torch.cat(nonzeros), torch.cat(fans), self.cfg.criterion, self._rng
+        )
+        return keys, torch.cat(ids)
+
+    def _kill(self, group: _Group, dead: Tensor) -> None:
+        """Mask the producers' rows (and bias) and the consumers' columns of the dead channels."""
+        with torch.no_grad():
+            for name in group.producers:
+                self._weight_mask(name)[dead] = False
+                bias = getattr(self._modules[name], "bias", None)
+                if bias is not None:
+                    key = f"{name}.bias"
+                    mask = self._extra.setdefault(key, torch.ones_like(bias, dtype=torch.bool))
+                    mask[dead] = False
+            for name in group.consumers:
+                self._weight_mask(name)[:, dead] = False
+
+    def _weight(self, module: str) -> Tensor:
+        return self._modules[module].weight.detach()
+
+    def _weight_mask(self, module: str) -> Tensor:
+        """The mask of a module's weight: its sparse mask, or a channel-only mask for dense layers."""
+        key = f"{module}.weight"
+        if key in self._index:
+            return self._masks[self._index[key]]
+        weight = self._modules[module].weight
+        return self._extra.setdefault(key, torch.ones_like(weight, dtype=torch.bool))
+
+    # ------------------------------------------------------------------------------------------
+    # Plumbing
+
+    @property
+    def _device(self) -> torch.device:
+        return self._params[0].device if self._params else torch.device("cpu")
+
+    def _remask(self) -> None:
+        params = self._params + [self._params_by_name[n] for n in self._extra]
+        apply_masks(params, self._masks + list(self._extra.values()), self.optimizer)
+
+    def _agree(self, what: str, step: int) -> None:
+        """Under torch.distributed, fail loudly if ranks hold different masks after an event."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        local = checksum(self._masks + self.alive + list(self._extra.values()))
+        both = torch.stack([local, -local])
+        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+        if int(both[0]) != -int(both[1]):
+            raise RuntimeError(
+                f"chase: DDP ranks hold different masks after the {what} at step {step} "
+                f"(checksums range {-int(both[1])}..{int(both[0])}); the runs have diverged"
+            )
+
+    def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[_Group]:
+        cfg, out, seen_p, seen_c = self.cfg, [], set(), set()
+        if cfg.channel_sparsity <= 0:
+            return []
+        for g in groups:
+            for name in g.producers:
+                _check_layer(self._modules, g, name, dim=0)
+                if name in seen_p:
+                    raise ValueError(f"channel group {g.name!r}: {name} produces two groups")
+                seen_p.add(name)
+            for name in g.consumers:
+                _check_layer(self._modules, g, name, dim=1)
+                if name in seen_c:
+                    raise ValueError(f"channel group {g.name!r}: {name} reads two groups")
+                seen_c.add(name)
+            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, cfg.align)
+            out.append(_Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor))
+        return out
+
+    def _group_maps(self) -> tuple[list[int | None], list[int | None]]:
+        rows: dict[str, int] = {}
+        cols: dict[str, int] = {}
+        for gi, gr in enumerate(self._groups):
+            rows.update({name: gi for name in gr.producers})
+            cols.update({name: gi for name in gr.consumers})
+        return [rows.get(n) for n in self.layer_names], [cols.get(n) for n in self.layer_names]
+
+    def _check_feasible(self) -> None:
+        if self.cfg.channel_sparsity <= 0:
+            return
+        if not self._groups:
+            raise BadInput(
+                "recipe key chase.channel_sparsity: this model declares no prunable channel groups; "
+                "set chase.channel_sparsity: 0"
+            )
+        if self.timeline.last_channel_event() is None:
+            raise BadInput(
+                f"recipe key chase.channel_every: no channel event fits before explore_until "
+                f"({self.timeline.stop} steps, events at (t + {self.cfg.channel_every // 2}) mod "
+                f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
+            )
+
+
+def _check_layer(modules: dict[str, nn.Module], group: ChannelGroup, name: str, dim: int) -> None:
+    m = modules.get(name)
+    role = "producer" if dim == 0 else "consumer"
+    if not isinstance(m, MASKABLE):
+        raise ValueError(
+            f"channel group {group.name!r}: {role} {name!r} is not a Conv/Linear module"
+        )
+    if getattr(m, "groups", 1) != 1:
+        raise ValueError(f"channel group {group.name!r}: grouped conv {name!r} is not supported")
+    if m.weight.shape[dim] != group.width:
+        raise ValueError(
+            f"channel group {group.name!r}: {role} {name!r} has {m.weight.shape[dim]} channels "
+            f"on dim {dim}, not {group.width}"
+        )
+
+
+def _stream(seed: int, stream: int) -> int:
+    """Independent generator seeds per purpose, derived from the recipe seed (never the rank)."""
+    return (seed * 1_000_003 + stream * 7_919) % (2**63 - 1)
