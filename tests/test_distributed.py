@@ -248,7 +248,8 @@ def test_torchrun_restart_resumes_by_itself(reference: dict, tmp_path: Path) -> 
     """`torchrun --max-restarts 1 ... --resume auto`: the relaunched workers pick up last.pt."""
     out = tmp_path / "elastic"
     cmd = _train(reference["recipe"], out, "--resume", "auto")
-    cmd.insert(cmd.index("--nproc_per_node"), "--max-restarts=1")
+    # two restarts: under heavy CPU load a relaunched gloo worker has been seen to abort once (SIGABRT)
+    cmd.insert(cmd.index("--nproc_per_node"), "--max-restarts=2")
     proc = subprocess.Popen(
         cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
