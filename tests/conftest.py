@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
-
 import torch
+import yaml
 
 # Keep test runs on the two CI cores predictable: tiny models are far slower with two intra-op
 # threads on a busy 2-core machine than with one.

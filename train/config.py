@@ -58,7 +58,8 @@ class ModelConfig:
 class DataConfig:
     name: str = _f("digits", choices=DATASETS)
     root: str | None = _f(
-        None, help="where the data lives; fashion_mnist defaults to /usr/share/datasets/fashion-mnist"
+        None,
+        help="where the data lives; fashion_mnist defaults to /usr/share/datasets/fashion-mnist",
     )
     batch_size: int = _f(128, lo=1, help="global batch size, split evenly across DDP processes")
     eval_batch_size: int = _f(512, lo=1)

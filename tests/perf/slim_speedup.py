@@ -1,6 +1,6 @@
 """Does slimming buy real speed? ImageNet ResNet-50 with irregular Chase widths, ONNX Runtime CPU.
 
-Opt-in (not collected by pytest):  python tests/perf/slim_speedup.py [--repeats 30]
+Opt-in (not collected by pytest):  python tests/perf/slim_speedup.py [--duration-s 6]
 
 Builds a synthetic ``resnet50`` checkpoint whose bottleneck conv1/conv2 keep irregular channel
 counts in the spirit of the paper's Table 15 (63, 111, 117, 241, ...; the exact table is not at
@@ -8,7 +8,7 @@ hand, so per-stage keep fractions with a seeded jitter are tuned to the ~1.48x F
 shared/reference/measurements.md), masks zeroing the pruned rows and consumer columns, random BN
 statistics. Then it runs the real ``chase-deploy slim`` pipeline without and with ``--round-to 8``
 (timed end to end) and times dense / slim / slim-r8 with ONNX Runtime (CPU provider,
-intra_op_num_threads=2) at batch 1 and 8, interleaved, median of ``--repeats`` rounds.
+intra_op_num_threads=2) at batch 1, 8 and 32 with ``chase_deploy.bench.benchmark`` (interleaved).
 """
 
 from __future__ import annotations
@@ -96,37 +96,32 @@ def chase_checkpoint(path: Path, seed: int = 0) -> dict:
     return layers
 
 
-def time_models(paths: dict[str, str], batches: list[int], repeats: int) -> dict:
-    """Median latency (ms) per model and batch, models interleaved in every round."""
-    import onnxruntime as ort
+def time_models(paths: dict[str, str], batches: list[int], duration_s: float) -> dict:
+    """Median latency (ms) per model and batch, measured by `chase-deploy bench` itself."""
+    from chase_deploy.bench import benchmark, format_table
 
-    sessions = {}
-    for name, path in paths.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 2
-        options.inter_op_num_threads = 1
-        sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    results = {}
-    for batch in batches:
-        x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
-        times: dict[str, list[float]] = {name: [] for name in sessions}
-        for sess in sessions.values():  # warm-up
-            for _ in range(2):
-                sess.run(None, {"input": x})
-        for _ in range(repeats):
-            for name, sess in sessions.items():
-                t = time.perf_counter()
-                sess.run(None, {"input": x})
-                times[name].append((time.perf_counter() - t) * 1e3)
-        results[batch] = {name: float(np.median(v)) for name, v in times.items()}
-    return results
+    result = benchmark(
+        list(paths.values()),
+        backend="ort-cpu",
+        batches=batches,
+        warmup_ms=500,
+        duration_s=duration_s,
+        threads=2,
+    )
+    print(format_table(result))
+    by_path = {path: name for name, path in paths.items()}
+    latency: dict[int, dict[str, float]] = {}
+    for r in result["results"]:
+        latency.setdefault(r["batch"], {})[by_path[r["model"]]] = r["latency_ms"]["median"]
+    return latency
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--batches", default="1,8")
+    parser.add_argument(
+        "--duration-s", type=float, default=6.0, help="measured time per model and batch"
+    )
+    parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
     from chase_deploy.slim import slim_checkpoint
@@ -154,9 +149,11 @@ def main() -> None:
             "slim-r8": str(tmp / "r8" / "slim.onnx"),
         }
         batches = [int(b) for b in args.batches.split(",")]
-        latency = time_models(paths, batches, args.repeats)
+        latency = time_models(paths, batches, args.duration_s)
     bounds = {"slim": reports[1]["flop_ratio"], "slim-r8": reports[8]["flop_ratio"]}
-    print(f"\nONNX Runtime CPU, 2 threads, median of {args.repeats} interleaved rounds")
+    print(
+        f"\nONNX Runtime CPU, 2 threads, `bench` medians over {args.duration_s:g} s per model and batch"
+    )
     print(f"{'batch':>5} {'model':>8} {'ms':>9} {'speedup':>8} {'bound':>6} {'of bound':>8}")
     table = []
     for batch, per in latency.items():
