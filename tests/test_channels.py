@@ -19,15 +19,6 @@ from train.channels import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _walk(
     keys: list[float], group: list[int], alive: list[int], floors: list[int], align: int, count: int
 ):

@@ -16,16 +16,6 @@ from train.errors import BadInput
 from train.models import create_model
 from train.schedules import growth_extra
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 STEPS_PER_EPOCH, EPOCHS, STOP = 10, 6, 4  # T_c = 40, run = 60 steps
 BASE = dict(
     density=0.2, update_every=6, channel_every=6, channel_sparsity=0.5, beta=0.5, growth_extra=0.1

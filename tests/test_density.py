@@ -14,15 +14,6 @@ from train.masks import maskable_modules, random_mask
 from train.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _shapes(name: str, **kwargs) -> tuple[list[str], list[tuple[int, ...]]]:
     with torch.device("meta"):
         model = create_model(name, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,15 +14,6 @@ from train.exploration import (
     select_largest,
     select_smallest,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _reference(scores: torch.Tensor, k: int, largest: bool) -> torch.Tensor:

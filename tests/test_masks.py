@@ -13,15 +13,6 @@ from train.masks import apply_masks, checksum, count_active, maskable_modules
 from train.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_every_conv_and_linear_is_masked_except_dense_layers() -> None:
     model = create_model("resnet20")
     mods = maskable_modules(model, ["conv1", "fc"])

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import click
 
+from chase_deploy.recipe_options import out_dir, recipe_options
+
 
 @click.command("run")
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Run directory [runs/<recipe stem>].",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a recipe field; repeatable.",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+@recipe_options
 def command(recipe: str, out: str | None, overrides: tuple[str, ...], device: str) -> None:
     """Train, slim, build (where TensorRT works), benchmark, and write report.md.
 
@@ -35,15 +21,13 @@ def command(recipe: str, out: str | None, overrides: tuple[str, ...], device: st
       chase-deploy run recipes/quickstart.yaml
       chase-deploy run recipes/quickstart.yaml --out runs/qs2 --set deploy.batch_sizes=[1,8]
     """
-    from pathlib import Path
-
     from chase_deploy.pipeline import run_pipeline
     from train.config import load_recipe
 
     spec = load_recipe(recipe, overrides)
-    out_dir = Path(out) if out else Path("runs") / Path(recipe).stem
-    _check_same_recipe(out_dir, spec)
-    report = run_pipeline(spec, out_dir, device=device)
+    directory = out_dir(recipe, out)
+    _check_same_recipe(directory, spec)
+    report = run_pipeline(spec, directory, device=device)
     click.echo(str(report))
 
 
