@@ -47,7 +47,7 @@ def test_round_trip_applies_masks(tmp_path: Path) -> None:
 
 def test_random_bytes_truncated_and_plain_state_dict(tmp_path: Path) -> None:
     (tmp_path / "rand.pt").write_bytes(os.urandom(2048))
-    with pytest.raises(BadInput, match="not a readable torch checkpoint|refused to load"):
+    with pytest.raises(BadInput, match="not a torch checkpoint"):
         load_checkpoint(tmp_path / "rand.pt")
     model = create_model("resnet_quick", width=4)
     save_checkpoint(tmp_path / "ok.pt", _ckpt(model))

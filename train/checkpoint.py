@@ -36,6 +36,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive since PyTorch 1.6
+            raise BadInput(
+                f"checkpoint {path}: not a torch checkpoint (random bytes, text or a legacy pickle); "
+                f"pass a final.pt or last.pt written by `chase-deploy train`"
+            )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
