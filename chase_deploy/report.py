@@ -56,7 +56,7 @@ def write_report(
             "",
         ]
     env = next(iter(bench_results.values()), {}).get("environment", {})
-    lines += ["## Environment", "", *[f"- {k}: {v}" for k, v in env.items()], ""]
+    lines += ["## Environment", "", *_environment(env), ""]
     lines += ["## Stage times", "", *[f"- {k}: {v:.1f} s" for k, v in timings.items()], ""]
     path = out / "report.md"
     write_text(path, "\n".join(lines))
@@ -110,6 +110,19 @@ def _comparison(slim: dict, accuracy: dict, benches: dict[str, dict]) -> list[st
         f"{slim.get('lossless')} (max abs diff {slim.get('max_abs_diff', float('nan')):.2e})."
     )
     return [header, sep, *rows, "", note]
+
+
+def _environment(env: dict) -> list[str]:
+    """Scalars as a list; the benchmark's method in one line; its warnings verbatim."""
+    lines = [f"- {k}: {v}" for k, v in env.items() if not isinstance(v, (dict, list))]
+    method = env.get("method", {})
+    if method:
+        lines.append(
+            f"- method: {method.get('interleaving', '')}; timer {method.get('timer', '')}; "
+            f"warm-up {method.get('warmup_ms')} ms, {method.get('duration_s')} s per model and batch"
+        )
+    lines += [f"- warning: {w}" for w in env.get("warnings", [])]
+    return lines
 
 
 def _gflops(value: float) -> str:
