@@ -1,0 +1,196 @@
+"""`chase-deploy ablate` end to end on tiny runs trained here (synthetic data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from chase_deploy.ablate import Selector, evaluate, pruned_copy
+from chase_deploy.cli import main
+from tests.conftest import TINY_RECIPE, write_recipe
+from train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from train.config import CRITERIA, load_recipe
+from train.data import build_data
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SPARSITIES = (0.1, 0.2, 0.3, 0.5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train(tmp: Path, name: str, **chase) -> Path:
+    recipe = write_recipe(tmp / f"{name}.yaml", chase=chase)
+    out = tmp / name
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("ablate")
+    # beta 0: every floor is one channel, so the selection is the plain global order.
+    return {
+        "unstructured": _train(tmp, "unstructured", channel_sparsity=0.0, beta=0.0),
+        "pruned": _train(tmp, "pruned"),
+    }
+
+
+@pytest.fixture(scope="module")
+def study(runs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    result = CliRunner().invoke(main, ["ablate", str(runs["unstructured"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("top-1") == len(CRITERIA) * len(SPARSITIES)
+    return out
+
+
+def test_outputs_have_every_criterion_and_sparsity(study: Path) -> None:
+    result = json.loads((study / "ablate.json").read_text())
+    assert result["criteria"] == list(CRITERIA)
+    assert result["sparsities"] == list(SPARSITIES)
+    cells = {(r["criterion"], r["channel_sparsity"]) for r in result["results"]}
+    assert cells == {(c, s) for c in CRITERIA for s in SPARSITIES}
+    total = result["channels"]
+    for r in result["results"]:
+        assert r["scheduled"] == total - round(total * (1 - r["channel_sparsity"]))
+        assert r["removed"] == r["scheduled"]
+        assert sum(r["widths"].values()) == total - r["removed"]
+        assert 0.0 <= r["val_acc"] <= 1.0
+
+    table = (study / "ablate.md").read_text()
+    rows = [
+        line for line in table.splitlines() if line.startswith("| ") and "criterion" not in line
+    ]
+    assert [row.split("|")[1].strip() for row in rows] == list(CRITERIA)
+    assert all(len(row.strip("|").split("|")) == 1 + len(SPARSITIES) for row in rows)
+
+    png = (study / "ablate.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 8_000
+
+
+def test_reversed_criteria_remove_what_the_forward_ones_keep(tmp_path: Path) -> None:
+    """Checkable where no floor shapes the walk: one 32-channel layer (an MLP) at S_c 0.5 loses
+    its 16 lowest channels by the forward order and its 16 highest by the reversed one."""
+    spec = {**TINY_RECIPE, "model": {"name": "mlp", "hidden": [32]}}
+    spec["chase"] = {**TINY_RECIPE["chase"], "channel_sparsity": 0.0, "beta": 0.0}
+    recipe = tmp_path / "mlp.yaml"
+    recipe.write_text(yaml.safe_dump(spec))
+    run = tmp_path / "mlp"
+    assert CliRunner().invoke(main, ["train", str(recipe), "--out", str(run)]).exit_code == 0
+    result = CliRunner().invoke(
+        main,
+        [
+            "ablate",
+            str(run),
+            "--criteria",
+            "umm,mmm,umm_reverse,mmm_reverse",
+            "--channel-sparsity",
+            "0.5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    by_criterion = {
+        r["criterion"]: r
+        for r in json.loads((run / "ablate" / "ablate.json").read_text())["results"]
+    }
+    for criterion in ("umm", "mmm"):
+        forward = set(_kept(by_criterion[criterion], "hidden.0", 32))
+        reverse = set(_kept(by_criterion[f"{criterion}_reverse"], "hidden.0", 32))
+        assert len(forward) == len(reverse) == 16
+        assert forward.isdisjoint(reverse), criterion
+        assert forward | reverse == set(range(32)), criterion
+
+
+def test_umm_removes_the_lowest_scoring_channels(runs) -> None:
+    """The selection is by UMM = sum|W[c]| / fan over the masked weights, ranked across layers."""
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    model = build_model_from_checkpoint(ckpt)
+    groups = model.channel_groups()
+    selector = Selector(model, groups, beta=0.0, align=1, seed=0)
+    cut = selector.cut("umm", 0.3)
+    modules = dict(model.named_modules())
+    removed, kept = [], []
+    for g, alive in zip(groups, cut.alive, strict=True):
+        w = modules[g.producers[0]].weight.detach()
+        umm = w.abs().flatten(1).sum(1) / w[0].numel()
+        removed += umm[~alive].tolist()
+        if alive.sum() > 1:  # a layer at its floor (one channel) keeps it whatever its score
+            kept += umm[alive].tolist()
+    assert len(removed) == cut.scheduled == round(0.3 * selector.total)
+    assert kept and max(removed) <= min(kept)
+
+
+def test_pruned_copy_zeroes_exactly_the_dead_channels(runs) -> None:
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    model = build_model_from_checkpoint(ckpt)
+    groups = model.channel_groups()
+    cut = Selector(model, groups, beta=0.0, align=1, seed=0).cut("ws", 0.5)
+    pruned = dict(pruned_copy(model, groups, cut.alive).named_modules())
+    original = dict(model.named_modules())
+    keep = {
+        name: torch.ones_like(m.weight, dtype=torch.bool)
+        for name, m in original.items()
+        if hasattr(m, "weight") and m.weight is not None and m.weight.dim() == 4
+    }
+    for g, alive in zip(groups, cut.alive, strict=True):
+        keep[g.producers[0]][~alive] = False
+        keep[g.consumers[0]][:, ~alive] = False
+    assert any(not k.all() for k in keep.values())
+    for name, k in keep.items():
+        assert torch.equal(pruned[name].weight, original[name].weight * k), name
+    # Keeping everything changes nothing: the same accuracy as the trained model.
+    recipe = load_recipe(runs["unstructured"] / "recipe.yaml")
+    val = build_data(recipe.data, recipe.seed).val
+    everything = [torch.ones(g.width, dtype=torch.bool) for g in groups]
+    cpu = torch.device("cpu")
+    assert evaluate(pruned_copy(model, groups, everything), val, cpu) == evaluate(model, val, cpu)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--criteria", "umm,l1"], "unknown criterion 'l1'"),
+        (["--channel-sparsity", "0.1,1.0"], "outside [0, 1)"),
+        (["--channel-sparsity", "-0.1"], "outside [0, 1)"),
+        (["--channel-sparsity", "half"], "not a number"),
+    ],
+)
+def test_bad_arguments_exit_2(runs, tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["ablate", str(runs["unstructured"]), "--out", str(out), *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_channel_pruned_run_is_refused(runs, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ablate", str(runs["pruned"]), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "trained with channel pruning" in result.output
+    assert "chase.channel_sparsity=0" in result.output
+
+
+def test_not_a_run_dir_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ablate", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "not a finished run directory" in result.output
+
+
+def _kept(record: dict, name: str, width: int) -> list[int]:
+    layer = record["plan"]["layers"].get(name)
+    return layer["kept"] if layer else list(range(width))
