@@ -38,5 +38,18 @@ def recipe_options(fn: Callable) -> Callable:
 
 
 def out_dir(recipe: str, out: str | None) -> Path:
-    """OUT, or runs/<recipe stem> by default."""
-    return Path(out) if out else Path("runs") / Path(recipe).stem
+    """OUT, or runs/<recipe stem> by default; refused (exit 2) before any work if not writable."""
+    import tempfile
+
+    from train.errors import BadInput
+
+    path = Path(out) if out else Path("runs") / Path(recipe).stem
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise BadInput(
+            f"--out {path}: cannot write there ({e.strerror}); choose another directory"
+        ) from None
+    return path

@@ -76,3 +76,13 @@ def test_run_refuses_another_recipe_in_the_same_dir(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r.yaml")
     result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(out)])
     assert result.exit_code == 2 and "different recipe" in result.output
+
+
+def test_run_refuses_an_unwritable_output_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    recipe = write_recipe(tmp_path / "r.yaml")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--out", str(blocker / "run")])
+    assert result.exit_code == 2 and "cannot write there" in result.output
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(blocker / "run")])
+    assert result.exit_code == 2 and "cannot write there" in result.output
