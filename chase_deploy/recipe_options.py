@@ -38,18 +38,24 @@ def recipe_options(fn: Callable) -> Callable:
 
 
 def out_dir(recipe: str, out: str | None) -> Path:
-    """OUT, or runs/<recipe stem> by default; refused (exit 2) before any work if not writable."""
-    import tempfile
+    """OUT, or runs/<recipe stem> by default; refused (exit 2) up front if it cannot be written.
+
+    Nothing is created here: bad input found later must leave no directory behind.
+    """
+    import os
 
     from train.errors import BadInput
 
     path = Path(out) if out else Path("runs") / Path(recipe).stem
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
         raise BadInput(
-            f"--out {path}: cannot write there ({e.strerror}); choose another directory"
-        ) from None
+            f"--out {path}: cannot write there ({existing} is not a directory); choose another"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(
+            f"--out {path}: cannot write there (no write permission in {existing}); choose another"
+        )
     return path
