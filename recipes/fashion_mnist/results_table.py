@@ -22,7 +22,8 @@ def nonzero_params(onnx_path: Path) -> int:
     from onnx import numpy_helper
 
     model = onnx.load(str(onnx_path))
-    return sum(int((numpy_helper.to_array(t) != 0).sum()) for t in model.graph.initializer)
+    arrays = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    return sum(int((a != 0).sum()) for a in arrays if a.dtype.kind == "f")  # not shape constants
 
 
 def row(run: Path) -> dict:
