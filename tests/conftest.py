@@ -56,3 +56,16 @@ def write_recipe(path: Path, **sections) -> Path:
             recipe[key] = value
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+def train_run(tmp: Path, name: str, **sections) -> Path:
+    """Train the tiny recipe (with ``sections`` overriding it) through the CLI into ``tmp/name``."""
+    from click.testing import CliRunner
+
+    from chase_deploy.cli import main
+
+    recipe = write_recipe(tmp / f"{name}.yaml", **sections)
+    out = tmp / name
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from chase_deploy.ablate import Selector, evaluate, pruned_copy
 from chase_deploy.cli import main
-from tests.conftest import TINY_RECIPE, write_recipe
+from tests.conftest import TINY_RECIPE, train_run
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from train.config import CRITERIA, load_recipe
 from train.data import build_data
@@ -21,21 +21,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SPARSITIES = (0.1, 0.2, 0.3, 0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(tmp: Path, name: str, **chase) -> Path:
-    recipe = write_recipe(tmp / f"{name}.yaml", chase=chase)
-    out = tmp / name
-    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return out
+    return train_run(tmp, name, chase=chase)
 
 
 @pytest.fixture(scope="module")

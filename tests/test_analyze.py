@@ -6,31 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from chase_deploy.analyze import PLOTS, layer_densities, layer_widths, open_run
 from chase_deploy.cli import main
-from tests.conftest import write_recipe
+from tests.conftest import train_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (two threads on a busy 2-core machine stall on barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(tmp: Path, name: str, **sections) -> Path:
-    recipe = write_recipe(tmp / f"{name}.yaml", **sections)
-    out = tmp / name
-    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return out
+    return train_run(tmp, name, **sections)
 
 
 @pytest.fixture(scope="module")
