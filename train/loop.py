@@ -138,6 +138,7 @@ class Trainer:
         self.metrics = MetricsLog(paths.metrics, enabled=self.main)
         self.epoch = 0  # epochs finished
         self.step = 0  # optimizer steps taken
+        self.val_acc: float | None = None  # of the last finished epoch
 
     def _build_chase(self):
         from train.chase import Chase
@@ -166,7 +167,7 @@ class Trainer:
         while self.epoch < epochs:
             start = time.perf_counter()
             train_loss = self._train_epoch(self.epoch)
-            val_acc = self.evaluate()
+            val_acc = self.val_acc = self.evaluate()
             self._check_replicas(f"after epoch {self.epoch + 1}")
             self.epoch += 1
             record = {
@@ -196,11 +197,9 @@ class Trainer:
                 self.main,
             )
             if self.main:
-                save_checkpoint(self.paths.last, self._checkpoint(full=True, val_acc=val_acc))
+                save_checkpoint(self.paths.last, self._checkpoint(full=True))
         if self.main:
-            save_checkpoint(
-                self.paths.final, self._checkpoint(full=False, val_acc=self._last_val_acc())
-            )
+            save_checkpoint(self.paths.final, self._checkpoint(full=False))
             write_json(self.paths.plan, self._plan())
             log(f"wrote {self.paths.final} and {self.paths.plan}", self.main)
         self._debug_dump()
@@ -209,7 +208,6 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         self.net.train()
         cfg = self.recipe.train
-        loss_sum, count = 0.0, 0
         bar = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.main)
         losses = []
         for x, y in self.data.train.batches(epoch):
@@ -229,7 +227,7 @@ class Trainer:
                         {"epoch": epoch + 1, **event} if "epoch" not in event else event
                     )
             losses.append(loss.detach())
-            bar.update(loss=float(losses[-1]), lr=lr)
+            bar.update(loss=lambda: float(losses[-1]), lr=lr)
         bar.close()
         stacked = torch.stack(losses).double()
         loss_sum, count = float(stacked.sum()), len(losses)
@@ -317,11 +315,7 @@ class Trainer:
     def _plan(self) -> dict:
         return self.chase.channel_plan() if self.chase is not None else dict(EMPTY_PLAN)
 
-    def _last_val_acc(self) -> float | None:
-        return getattr(self, "_val_acc", None)
-
-    def _checkpoint(self, *, full: bool, val_acc: float | None) -> dict[str, Any]:
-        self._val_acc = val_acc
+    def _checkpoint(self, *, full: bool) -> dict[str, Any]:
         masks = (
             {k: v.detach().cpu() for k, v in self.chase.masks.items()}
             if self.chase is not None
@@ -335,7 +329,7 @@ class Trainer:
             "recipe": self.recipe.to_dict(),
             "progress": {"epoch": self.epoch, "step": self.step},
             "input_shape": list(self.data.input_shape),
-            "val_acc": val_acc,
+            "val_acc": self.val_acc,
         }
         if full:
             ckpt["world_size"] = self.dist.world
@@ -414,7 +408,7 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
         self.epoch = ckpt["progress"]["epoch"]
         self.step = ckpt["progress"]["step"]
-        self._val_acc = ckpt.get("val_acc")
+        self.val_acc = ckpt.get("val_acc")
         log(f"resumed from {source} at epoch {self.epoch}, step {self.step}", self.main)
         trained_with = ckpt.get("world_size", 1)
         if trained_with != self.dist.world:

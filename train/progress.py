@@ -20,12 +20,15 @@ class Progress:
             self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def update(self, **info: Any) -> None:
+        """Advance one step; ``info`` values may be callables, read only when shown (every
+        10 steps on a bar, at each log line otherwise), so a device sync is not paid every step."""
         self.count += 1
         if not self.enabled:
             return
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({k: _fmt(v) for k, v in info.items()}, refresh=False)
+            if self.count % 10 == 0 or self.count == self.total:
+                self.bar.set_postfix({k: _fmt(v) for k, v in info.items()}, refresh=False)
         elif self.count % self.every == 0 or self.count == self.total:
             text = " ".join(f"{k} {_fmt(v)}" for k, v in info.items())
             print(f"{self.desc} {self.count}/{self.total} {text}", file=sys.stderr, flush=True)
@@ -41,4 +44,5 @@ def log(message: str, enabled: bool = True) -> None:
 
 
 def _fmt(v: Any) -> str:
+    v = v() if callable(v) else v
     return f"{v:.4g}" if isinstance(v, float) else str(v)
