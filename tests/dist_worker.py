@@ -16,6 +16,7 @@ from train.distributed import (
     check_agreement,
     from_main,
     init_distributed,
+    live_process_group_threads,
     shutdown,
     sync_buffers,
 )
@@ -75,7 +76,12 @@ def main(out: Path) -> None:
     sync_buffers(bn)
     result["running_mean"] = bn.running_mean.tolist()
 
+    ddp = nn.parallel.DistributedDataParallel(nn.Linear(3, 2))  # first import of torch._dynamo
+    ddp(torch.ones(4, 3)).sum().backward()
+    result["threads_with_ddp"] = live_process_group_threads()
+    del ddp
     shutdown()
+    result["threads_after_shutdown"] = live_process_group_threads()
     (out / f"rank{rank}.json").write_text(json.dumps(result))
 
 

@@ -76,6 +76,7 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
         return info
     timeout = datetime.timedelta(seconds=timeout_s or _timeout_from_env())
     backend = "nccl" if device.type == "cuda" else "gloo"
+    _import_modules_that_capture_the_world_group()
     store = _attempt_store(timeout)
     dist.init_process_group(
         backend,
@@ -86,6 +87,40 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
         device_id=device if device.type == "cuda" else None,
     )
     return info
+
+
+def _import_modules_that_capture_the_world_group() -> None:
+    """Import ``torch.distributed.nn`` while no process group exists.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated once, at import. The
+    first import usually comes from DDP's constructor (through ``torch._dynamo``), after the group
+    exists: the defaults then hold the world group for the life of the process, so
+    ``destroy_process_group`` cannot free it, and gloo's threads (``gloo_tcp_loop``,
+    ``pt_gloo_runloop``) are still running when the interpreter tears down. Tearing down running
+    threads is what ended finished jobs with "terminate called without an active exception"
+    (SIGABRT, torchrun exit 1). Imported first, the defaults hold None and the group dies when
+    ``shutdown`` destroys it.
+    """
+    import torch.distributed.nn  # noqa: F401
+
+
+def live_process_group_threads() -> list[str]:
+    """Names of this process's threads that belong to a process group (Linux; [] elsewhere).
+
+    Empty after ``shutdown``: the group was really freed, so nothing is left for the interpreter to
+    tear down at exit.
+    """
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return []
+    names = []
+    for tid in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended while we looked
+            continue
+    return sorted(n for n in names if "gloo" in n or "nccl" in n.lower())
 
 
 def _attempt_store(timeout: datetime.timedelta) -> dist.Store:

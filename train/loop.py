@@ -4,7 +4,8 @@ controller hooked in after every optimizer step, checkpoints every epoch and exa
 Under torchrun every process runs this same loop on its shard of each global batch (DDP averages
 the gradients, so weights and masks stay identical by construction); rank 0 alone reads and writes
 the run directory. ``CHASE_DEPLOY_DEBUG_DUMP_DIR`` (tests only) makes every rank save its final
-weights, buffers and masks there as ``rank<N>.pt`` so replicas can be compared from outside.
+weights, buffers and masks there as ``rank<N>.pt`` so replicas can be compared from outside, and
+``rank<N>.exit.json`` with the process-group threads still alive after shutdown (there must be none).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import io
 import os
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from train.distributed import (
     dist_info_from_env,
     from_main,
     init_distributed,
+    live_process_group_threads,
     process_device,
     shutdown,
     sync_buffers,
@@ -105,8 +108,24 @@ def train(recipe: Recipe, out: Path, *, resume: str | None = None, device: str =
     dist_info = init_distributed(dev)
     try:
         return Trainer(recipe, RunPaths(Path(out)), dev, dist_info).fit(resume)
+    except BaseException as e:
+        # The traceback's frames hold the trainer, its DDP wrapper and so the process group:
+        # let them go, so that shutdown() really frees the group before the interpreter exits.
+        traceback.clear_frames(e.__traceback__)
+        raise
     finally:
         shutdown()
+        _debug_dump_exit(dist_info)
+
+
+def _debug_dump_exit(info: DistInfo) -> None:
+    """Tests only: the process-group threads still alive once training has shut down (none)."""
+    where = os.environ.get(DEBUG_DUMP_ENV)
+    if where:
+        write_json(
+            Path(where) / f"rank{info.rank}.exit.json",
+            {"rank": info.rank, "live_process_group_threads": live_process_group_threads()},
+        )
 
 
 class Trainer:
