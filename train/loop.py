@@ -5,7 +5,8 @@ Under torchrun every process runs this same loop on its shard of each global bat
 the gradients, so weights and masks stay identical by construction); rank 0 alone reads and writes
 the run directory. ``CHASE_DEPLOY_DEBUG_DUMP_DIR`` (tests only) makes every rank save its final
 weights, buffers and masks there as ``rank<N>.pt`` so replicas can be compared from outside, and
-``rank<N>.exit.json`` with the process-group threads still alive after shutdown (there must be none).
+``rank<N>.exit.json`` with the process-group threads still alive after shutdown (there must be none);
+``CHASE_DEPLOY_DEBUG_SIGKILL_AT=RANK:STEP`` makes that rank kill itself right after that step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from train.progress import Progress, log
 
 EMPTY_PLAN = {"format": "chase-channel-plan", "version": 1, "layers": {}}
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
+DEBUG_KILL_ENV = "CHASE_DEPLOY_DEBUG_SIGKILL_AT"  # "RANK:STEP": that rank kills itself after STEP
 
 
 @dataclass
@@ -247,6 +250,7 @@ class Trainer:
                     )
             losses.append(loss.detach())
             bar.update(loss=lambda: float(losses[-1]), lr=lr)
+            self._debug_kill()
         bar.close()
         stacked = torch.stack(losses).double()
         loss_sum, count = float(stacked.sum()), len(losses)
@@ -314,6 +318,15 @@ class Trainer:
         and masks as rank 0, which is about to checkpoint them."""
         if self.dist.enabled:
             check_agreement(self._replica_state(), when, self.device)
+
+    def _debug_kill(self) -> None:
+        """Tests only: die by SIGKILL at an exact step, as a crash would, with no polling from
+        outside; once, in torchrun's first attempt. Under torchrun, a rank at a step after epoch
+        E's checkpoint is past the point where rank 0 wrote it: the step's gradient all-reduce
+        waited for rank 0."""
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if first_attempt and os.environ.get(DEBUG_KILL_ENV) == f"{self.dist.rank}:{self.step}":
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _debug_dump(self) -> None:
         where = os.environ.get(DEBUG_DUMP_ENV)
