@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from train.channels import (
     channel_floor,
-    channel_plan,
     channel_stats,
     prune_keys,
     removal_count,
     select_channels,
 )
+from train.plan import plan_from_groups
 
 
 def _walk(
@@ -151,7 +151,7 @@ def test_plan_lists_only_layers_that_lost_channels() -> None:
         torch.tensor([False, True, True]),
         torch.ones(2, dtype=torch.bool),
     ]
-    plan = channel_plan(groups, alive)
+    plan = plan_from_groups(groups, alive).to_dict()
     assert plan == {
         "format": "chase-channel-plan",
         "version": 1,

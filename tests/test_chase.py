@@ -117,7 +117,7 @@ class Invariants:
 
 def _plan_consistent(net, chase) -> None:
     mods = dict(net.named_modules())
-    plan = chase.channel_plan()
+    plan = chase.channel_plan().to_dict()
     assert plan["format"] == "chase-channel-plan" and plan["version"] == 1
     for name, entry in plan["layers"].items():
         w = mods[name].weight
@@ -186,7 +186,7 @@ def test_prune_skip_prunes_streams_jointly() -> None:
     assert streams and all(len(g.producers) > 1 for g in streams)
     check = Invariants(net, opt, chase)
     _train(net, opt, chase, range(1, 41), check)
-    plan = chase.channel_plan()["layers"]
+    plan = chase.channel_plan().to_dict()["layers"]
     widths = chase.widths()
     assert any(widths[g.name] < g.width for g in streams)
     for g in streams:
