@@ -87,8 +87,8 @@ class Invariants:
             self.dead[gi] = ~alive
             dead = ~alive
             assert int(alive.sum()) >= group.floor
-            if cfg.align > 1:
-                assert int(alive.sum()) % cfg.align == 0 or int(alive.sum()) == group.width
+            if cfg.round_to > 1:
+                assert int(alive.sum()) % cfg.round_to == 0 or int(alive.sum()) == group.width
             for name in group.producers:
                 mod = self.modules[name]
                 assert int((mod.weight[dead] != 0).sum()) == 0
@@ -149,8 +149,10 @@ def test_invariants_hold_through_training(overrides: dict) -> None:
     assert [e["step"] for e in channel_events] == [3, 9, 15, 21, 27, 33, 39]
     phase_b = [42] if cfg.after_stop == "freeze" else [42, 48, 54]
     assert [e["step"] for e in explorations] == [6, 12, 18, 24, 30, 36, *phase_b]
-    align = cfg.align
-    expected = align * round_half_up(chase.channels_total * (1 - cfg.channel_sparsity) / align)
+    round_to = cfg.round_to
+    expected = round_to * round_half_up(
+        chase.channels_total * (1 - cfg.channel_sparsity) / round_to
+    )
     assert sum(chase.widths().values()) == expected  # final channel count exactly as scheduled
     assert chase.epoch_metrics()["channel_sparsity"] == pytest.approx(
         1 - expected / chase.channels_total

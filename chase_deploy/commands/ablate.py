@@ -44,10 +44,11 @@ def command(
     """Compare channel criteria by pruning an unstructured run once and measuring accuracy.
 
     RUN_DIR must come from `chase-deploy train` with chase.channel_sparsity 0 (no channels
-    removed). For every criterion and sparsity the channels are chosen by the Chase controller's
-    own scoring and selection (the recipe's beta floor and chase.align width rounding), removed from final.pt without
-    retraining, and the model is evaluated on the validation set of the run's recipe. Writes
-    ablate.md (criteria x sparsities table), ablate.json and ablate.png.
+    removed). For every criterion and sparsity the channels are chosen by the Chase
+    controller's own scoring and selection (the recipe's beta floor and chase.align width
+    rounding), removed from final.pt without retraining, and the model is evaluated on the
+    validation set of the run's recipe. Writes ablate.md (criteria x sparsities table),
+    ablate.json and ablate.png.
 
     \b
     Examples:
