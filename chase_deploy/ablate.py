@@ -2,11 +2,12 @@
 
 The paper's Table 2, one-shot: take a network trained without channel pruning (S_c = 0), remove
 a fraction of the channels of its prunable layers by one criterion, and measure validation top-1
-with no retraining. Scoring and selection are the Chase controller's own (``train.channels``:
-the same scores, the same exact walk with the recipe's β floor and ``align``), applied once to the
-final weights instead of gradually during training. A removed channel has its producer rows (and
-bias) and every consumer's input columns zeroed, which is exactly what physically slimming it
-would compute.
+with no retraining. Scoring, selection and removal are the Chase controller's own
+(``train.channels``: the same scores, the same exact walk with the recipe's β floor and width
+rounding ``chase.align``, the same entries removed), applied once to the final weights instead of
+gradually during training. A removed channel has its producer rows (and bias) and every
+consumer's input columns zeroed, which is exactly what physically slimming it would compute.
+Accuracy is ``train.accuracy``'s top-1, the same count as training's ``val_acc``.
 
 ``random`` draws its keys from a generator seeded with the recipe's seed, the same keys at every
 sparsity, so its removed sets are nested like the other criteria's.
@@ -15,7 +16,6 @@ sparsity, so its removed sets are nested like the other criteria's.
 from __future__ import annotations
 
 import copy
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from chase_deploy.analyze import Run, open_run
+from chase_deploy.plots import plot_ablation
+from train import channels
+from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
 from train.config import CRITERIA
 from train.errors import BadInput
 from train.models.groups import ChannelGroup
+from train.plan import plan_from_groups
 
 DEFAULT_CRITERIA = CRITERIA
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.5)
@@ -55,9 +59,7 @@ class Cut:
         return {g.name: int(a.sum()) for g, a in zip(self.groups, self.alive, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        from train.channels import channel_plan
-
-        plan = channel_plan([(g.producers, g.width) for g in self.groups], self.alive)
+        plan = plan_from_groups([(g.producers, g.width) for g in self.groups], self.alive)
         return {
             "criterion": self.criterion,
             "channel_sparsity": self.sparsity,
@@ -65,49 +67,12 @@ class Cut:
             "removed": self.removed,
             "val_acc": self.val_acc,
             "widths": self.widths(),
-            "plan": plan,
+            "plan": plan.to_dict(),
         }
 
 
 # ----------------------------------------------------------------------------------------------
-# Arguments
-
-
-def parse_criteria(text: str | Sequence[str]) -> list[str]:
-    """``umm,ws,...`` → list, in the given order, duplicates dropped; unknown names refused."""
-    names = _split(text, "--criteria")
-    unknown = [n for n in names if n not in CRITERIA]
-    if unknown:
-        raise BadInput(
-            f"--criteria: unknown criterion {unknown[0]!r}; valid: {', '.join(CRITERIA)}"
-        )
-    return list(dict.fromkeys(names))
-
-
-def parse_sparsities(text: str | Sequence[str]) -> list[float]:
-    """``0.1,0.2`` → sorted unique fractions, each in [0, 1)."""
-    values = []
-    for item in _split(text, "--channel-sparsity"):
-        try:
-            value = float(item)
-        except ValueError:
-            raise BadInput(
-                f"--channel-sparsity: {item!r} is not a number; e.g. 0.1,0.2,0.3,0.5"
-            ) from None
-        if not (0.0 <= value < 1.0):
-            raise BadInput(
-                f"--channel-sparsity: {item} is outside [0, 1); it is the fraction of channels removed"
-            )
-        values.append(value)
-    return sorted(set(values))
-
-
-def _split(text: str | Sequence[str], option: str) -> list[str]:
-    items = text.split(",") if isinstance(text, str) else [str(i) for i in text]
-    items = [i.strip() for i in items if i.strip()]
-    if not items:
-        raise BadInput(f"{option}: empty; give a comma-separated list")
-    return items
+# Checks
 
 
 def check_unstructured(run: Run) -> None:
@@ -139,39 +104,25 @@ class Selector:
         groups: Sequence[ChannelGroup],
         *,
         beta: float,
-        align: int,
+        round_to: int,
         seed: int,
     ):
-        from train.channels import channel_stats
-
-        self.groups, self.beta, self.align, self.seed = list(groups), beta, align, seed
+        self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
-        sums, nonzeros, fans = [], [], []
-        for g in self.groups:
-            abs_sum, nonzero, fan = channel_stats([modules[p].weight for p in g.producers])
-            sums.append(abs_sum)
-            nonzeros.append(nonzero)
-            fans.append(torch.full((g.width,), float(fan), dtype=torch.float64))
-        self.abs_sum, self.nonzero, self.fan = torch.cat(sums), torch.cat(nonzeros), torch.cat(fans)
-        self.group_ids = torch.cat(
-            [torch.full((g.width,), i, dtype=torch.long) for i, g in enumerate(self.groups)]
+        self.stats = channels.GroupStats.of(
+            [[modules[p].weight for p in g.producers] for g in self.groups]
         )
         self.total = sum(g.width for g in self.groups)
 
     def keys(self, criterion: str) -> Tensor:
-        from train.channels import prune_keys
-
-        generator = torch.Generator().manual_seed(self.seed)
-        return prune_keys(self.abs_sum, self.nonzero, self.fan, criterion, generator)
+        return self.stats.keys(criterion, torch.Generator().manual_seed(self.seed))
 
     def cut(self, criterion: str, sparsity: float) -> Cut:
-        from train.channels import channel_floor, removal_count, select_channels
-
-        count = removal_count(self.total, self.total, sparsity, self.align)
+        count = channels.removal_count(self.total, self.total, sparsity, self.round_to)
         widths = [g.width for g in self.groups]
-        floors = [channel_floor(w, sparsity, self.beta, self.align) for w in widths]
-        chosen = select_channels(
-            self.keys(criterion), self.group_ids, widths, floors, self.align, count
+        floors = [channels.channel_floor(w, sparsity, self.beta, self.round_to) for w in widths]
+        chosen = channels.select_channels(
+            self.keys(criterion), self.stats.group, widths, floors, self.round_to, count
         )
         alive = [~d for d in torch.split(chosen, widths)]
         return Cut(criterion, sparsity, count, alive, groups=self.groups)
@@ -180,38 +131,26 @@ class Selector:
 def pruned_copy(
     model: nn.Module, groups: Sequence[ChannelGroup], alive: Sequence[Tensor]
 ) -> nn.Module:
-    """A copy of ``model`` with the dead channels' producer rows, biases and consumer columns zeroed."""
+    """A copy of ``model`` with every entry of the dead channels zeroed
+    (``channels.removed_entries``: producer rows and biases, consumer columns)."""
     pruned = copy.deepcopy(model)
     modules = dict(pruned.named_modules())
+    params = dict(pruned.named_parameters())
     with torch.no_grad():
         for g, keep in zip(groups, alive, strict=True):
             dead = ~keep.to(torch.bool)
             if not dead.any():
                 continue
-            for name in g.producers:
-                modules[name].weight[dead] = 0
-                if getattr(modules[name], "bias", None) is not None:
-                    modules[name].bias[dead] = 0
-            for name in g.consumers:
-                modules[name].weight[:, dead] = 0
+            for name, index in channels.removed_entries(modules, g.producers, g.consumers, dead):
+                params[name][index] = 0
     return pruned
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, loader, device: torch.device, chunk: int = EVAL_CHUNK) -> float:
-    """Top-1 over the whole validation loader.
-
-    Batches are run in chunks of ``chunk`` images: on the CPU a 1000-image batch of 28x28 maps
-    allocates tens of MB per activation, which the allocator maps fresh every time (page faults
-    cost twice the convolutions themselves); 128-image chunks reuse memory and run 2-3x faster.
-    """
+    """Top-1 over the whole validation loader, in chunks of ``chunk`` images (see
+    ``train.accuracy.count_correct`` for why chunks)."""
     model.eval().to(device)
-    correct, total = 0, 0
-    for x, y in loader.batches(0):
-        for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
-            correct += int((model(xs.to(device)).argmax(1).cpu() == ys).sum())
-            total += len(ys)
-    return correct / max(total, 1)
+    return top1(lambda x: model(x.to(device)), loader.batches(0), chunk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,14 +173,13 @@ def ablate_run(
     from train.data import build_data
     from train.loop import select_device
 
-    criteria, sparsities = parse_criteria(criteria), parse_sparsities(sparsities)
     run = open_run(run_dir)
     check_unstructured(run)
-    if not (run.path / "recipe.yaml").is_file():
+    if not run.files.recipe.is_file():
         raise BadInput(
             f"{run.path}: no recipe.yaml; pass the --out of a completed `chase-deploy train`"
         )
-    recipe = load_recipe(run.path / "recipe.yaml")
+    recipe = load_recipe(run.files.recipe)
     dev = select_device(device)
     model = build_model_from_checkpoint(run.ckpt)
     groups = model.channel_groups(prune_skip=recipe.chase.prune_skip)
@@ -251,7 +189,7 @@ def ablate_run(
         )
     data = build_data(recipe.data, recipe.seed)
     selector = Selector(
-        model, groups, beta=recipe.chase.beta, align=recipe.chase.align, seed=recipe.seed
+        model, groups, beta=recipe.chase.beta, round_to=recipe.chase.round_to, seed=recipe.seed
     )
     baseline = evaluate(model, data.val, dev)
     cuts = []
@@ -262,19 +200,19 @@ def ablate_run(
             cuts.append(cut)
             if on_result is not None:
                 on_result(cut)
-    out = Path(out) if out is not None else run.path / "ablate"
+    out = Path(out) if out is not None else run.files.ablate
     result = {
         "run": str(run.path),
         "model": recipe.model.name,
         "data": recipe.data.name,
         "density": recipe.chase.density,
         "beta": recipe.chase.beta,
-        "align": recipe.chase.align,
+        "align": recipe.chase.round_to,  # the recipe key chase.align
         "channels": selector.total,
         "groups": [{"name": g.name, "width": g.width} for g in groups],
         "baseline_acc": baseline,
-        "criteria": criteria,
-        "sparsities": sparsities,
+        "criteria": list(criteria),
+        "sparsities": list(sparsities),
         "results": [c.to_json() for c in cuts],
     }
     write_json(out / "ablate.json", result)
@@ -305,7 +243,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         "",
         f"One-shot channel pruning of `{result['run']}` (density {result['density']:g}, no channels "
         f"pruned in training) over {result['channels']} channels in {len(result['groups'])} prunable "
-        f"layers, beta {result['beta']:g}, align {result['align']}; validation top-1 without retraining. "
+        f"layers, beta {result['beta']:g}, chase.align (width rounding) {result['align']}; validation "
+        f"top-1 without retraining. "
         f"Unpruned: **{100 * result['baseline_acc']:.2f} %**.",
         "",
         f"| criterion | {head} |",
@@ -320,40 +259,3 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {criterion} | {' | '.join(cells)} |")
     lines += ["", "![accuracy vs channel sparsity](ablate.png)", ""]
     return "\n".join(lines)
-
-
-def plot_ablation(result: dict[str, Any]) -> bytes:
-    """Accuracy against channel sparsity, one line per criterion; reversed ones dashed."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    colors = colormaps["tab10"]
-    bases = list(dict.fromkeys(c.removesuffix("_reverse") for c in result["criteria"]))
-    for criterion, row in _table(result).items():
-        base = criterion.removesuffix("_reverse")
-        xs = sorted(row)
-        ys = [100 * row[s]["val_acc"] for s in xs]
-        if xs[0] > 0:  # every line starts at the unpruned model
-            xs, ys = [0.0, *xs], [100 * result["baseline_acc"], *ys]
-        ax.plot(
-            xs,
-            ys,
-            marker="o",
-            ms=4,
-            ls="--" if criterion.endswith("_reverse") else "-",
-            color=colors(bases.index(base)),
-            label=criterion,
-        )
-    ax.axhline(100 * result["baseline_acc"], color="gray", lw=1, ls=":", label="unpruned")
-    ax.set(
-        xlabel="channel sparsity (one-shot, no retraining)",
-        ylabel="validation top-1 (%)",
-        title=f"Channel criteria: {result['model']} on {result['data']}",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()

@@ -9,20 +9,21 @@ so a run can be analysed long after training, on any machine:
 - ``density.png``: parameter density of every masked layer in ``final.pt``;
 - ``schedules.png``: density and channel sparsity over optimizer steps, with every exploration and
   channel event and the epoch boundaries;
-- ``curves.png``: training loss and validation accuracy per epoch;
+- ``curves.png``: training loss, validation accuracy and sparsity per epoch;
 - ``summary.md``: the numbers behind the plots.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chase_deploy import plots
 from train.atomic import write_bytes, write_text
 from train.errors import BadInput
+from train.run_dir import RunDir
 
 PLOTS = ("amenable.png", "widths.png", "density.png", "schedules.png", "curves.png")
 
@@ -42,6 +43,10 @@ class Run:
     @property
     def plan_layers(self) -> dict[str, dict]:
         return (self.ckpt.get("channel_plan") or {}).get("layers", {})
+
+    @property
+    def files(self) -> RunDir:
+        return RunDir(self.path)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.metrics if m.get("event") == kind]
@@ -77,19 +82,20 @@ def open_run(run_dir: str | Path) -> Run:
     """Read ``final.pt`` and ``metrics.jsonl`` of a run made by ``chase-deploy train``."""
     from train.checkpoint import load_checkpoint
 
-    path = Path(run_dir)
+    files = RunDir(Path(run_dir))
+    path = files.path
     if not path.is_dir():
         raise BadInput(
             f"run directory {path}: no such directory; pass the --out of `chase-deploy train`"
         )
-    missing = [n for n in ("final.pt", "metrics.jsonl") if not (path / n).is_file()]
+    missing = [f.name for f in (files.final, files.metrics) if not f.is_file()]
     if missing:
         raise BadInput(
             f"{path} is not a finished run directory (no {' or '.join(missing)}); pass the --out of a "
             f"completed `chase-deploy train`"
         )
-    ckpt = load_checkpoint(path / "final.pt")
-    return Run(path, ckpt, _read_metrics(path / "metrics.jsonl"))
+    ckpt = load_checkpoint(files.final)
+    return Run(path, ckpt, _read_metrics(files.metrics))
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -109,22 +115,27 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 def analyze_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the plots and ``summary.md`` into ``out`` (default RUN_DIR/analysis); returns summary.md."""
     run = open_run(run_dir)
-    out = Path(out) if out is not None else run.path / "analysis"
+    out = Path(out) if out is not None else run.files.analysis
     widths = layer_widths(run)
     densities = layer_densities(run)
     amenable = run.events("amenable")
-    plots = {
-        "amenable.png": plot_amenable(amenable) if amenable else None,
-        "widths.png": plot_widths(widths) if widths else None,
-        "density.png": plot_density(densities),
-        "schedules.png": plot_schedules(run, sum(d.size for d in densities if d.masked)),
-        "curves.png": plot_curves(run.events("epoch")),
+    maskable = sum(d.size for d in densities if d.masked)
+    pngs = {
+        "amenable.png": plots.plot_amenable(amenable) if amenable else None,
+        "widths.png": plots.plot_widths([(w.name, w.width, w.kept) for w in widths])
+        if widths
+        else None,
+        "density.png": plots.plot_density([(d.name, d.density, d.masked) for d in densities]),
+        "schedules.png": plots.plot_schedules(
+            run.events("epoch"), run.events("exploration"), run.events("channels"), maskable
+        ),
+        "curves.png": plots.plot_training(run.events("epoch")),
     }
-    for name, png in plots.items():
+    for name, png in pngs.items():
         if png is not None:
             write_bytes(out / name, png)
     summary = out / "summary.md"
-    write_text(summary, summary_markdown(run, widths, densities, amenable, plots))
+    write_text(summary, summary_markdown(run, widths, densities, amenable, pngs))
     return summary
 
 
@@ -158,158 +169,6 @@ def layer_densities(run: Run) -> list[LayerDensity]:
         active = int(mask.sum()) if mask is not None else int((tensor != 0).sum())
         rows.append(LayerDensity(name, tuple(tensor.shape), active, masked=mask is not None))
     return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# Plots (each returns PNG bytes; matplotlib's object API, no global pyplot state)
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def plot_amenable(events: list[dict[str, Any]]) -> bytes:
-    """2 rows (UMM, WS) x one column per threshold: a thin line per layer, the pooled total bold."""
-    from matplotlib import colormaps
-    from matplotlib.ticker import MaxNLocator
-
-    thresholds = events[-1]["thresholds"]
-    layers = list(events[-1]["umm"])
-    epochs = [e["epoch"] for e in events]
-    cmap = colormaps["viridis"]
-    fig = _figure(3.2 * len(thresholds) + 1.5, 6)
-    axes = fig.subplots(2, len(thresholds), sharex=True, sharey=True, squeeze=False)
-    # Zoom to the data (shared by all panels, so they still compare), at least 0..0.1.
-    peak = max(
-        (max(fracs) for e in events for key in ("umm", "ws") for fracs in e[key].values() if fracs),
-        default=0.0,
-    )
-    top = min(1.02, max(0.1, 1.15 * peak))
-    for row, (key, label) in enumerate((("umm", "UMM"), ("ws", "WS"))):
-        for col, v in enumerate(thresholds):
-            ax = axes[row][col]
-            for i, layer in enumerate(layers):
-                ys = [e[key][layer][col] if layer in e[key] else float("nan") for e in events]
-                color = cmap(i / max(1, len(layers) - 1))
-                ax.plot(epochs, ys, lw=0.8, alpha=0.6, color=color)
-            total = [e[f"{key}_total"][col] for e in events]
-            ax.plot(epochs, total, lw=2.2, color="black", label="all layers")
-            ax.set_title(f"{label}, v = {v:g}", fontsize=10)
-            ax.set_ylim(-0.01 * top, top)
-            ax.grid(alpha=0.3)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if row == 1:
-                ax.set_xlabel("epoch")
-            if col == 0:
-                ax.set_ylabel("amenable fraction")
-    axes[0][0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(
-        "Sparse-amenable channels per layer (thin: layers, shallow to deep = dark to light)",
-        fontsize=11,
-    )
-    return _png(fig)
-
-
-def plot_widths(rows: list[LayerWidth]) -> bytes:
-    fig = _figure(max(6.0, 0.45 * len(rows) + 2), 4)
-    ax = fig.subplots()
-    idx = list(range(len(rows)))
-    ax.bar(idx, [r.width for r in rows], color="lightgray", label="dense width")
-    ax.bar(idx, [r.kept for r in rows], color="tab:blue", label="kept channels")
-    for i, r in enumerate(rows):
-        ax.text(i, r.kept, str(r.kept), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(idx, [r.name for r in rows], rotation=70, ha="right", fontsize=7)
-    ax.set(ylabel="channels", title="Kept channels per prunable layer")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def plot_density(rows: list[LayerDensity]) -> bytes:
-    fig = _figure(max(6.0, 0.4 * len(rows) + 2), 4)
-    ax = fig.subplots()
-    idx = list(range(len(rows)))
-    colors = ["tab:orange" if r.masked else "lightgray" for r in rows]
-    ax.bar(idx, [r.density for r in rows], color=colors)
-    ax.set_xticks(
-        idx, [r.name.removesuffix(".weight") for r in rows], rotation=70, ha="right", fontsize=7
-    )
-    ax.set(
-        ylabel="non-zero fraction", ylim=(0, 1.05), title="Parameter density per layer (final.pt)"
-    )
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
-
-
-def plot_schedules(run: Run, maskable: int) -> bytes:
-    """Density (with the soft-memory sawtooth) and channel sparsity against optimizer steps."""
-    epochs = run.events("epoch")
-    explorations = run.events("exploration")
-    channel_events = run.events("channels")
-    fig = _figure(9, 6)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    if explorations and maskable:
-        steps = [e["step"] for e in explorations]
-        before = [(e["nnz"] - e["grown"]) / maskable for e in explorations]
-        after = [e["nnz"] / maskable for e in explorations]
-        top.vlines(steps, before, after, color="tab:gray", lw=0.8)
-        top.plot(steps, after, ".", ms=5, color="tab:orange", label="after grow (exploration)")
-        top.plot(steps, before, ".", ms=5, color="tab:blue", label="before grow (exploration)")
-        top.axhline(
-            explorations[0]["budget"] / maskable, color="gray", ls="--", lw=1, label="budget"
-        )
-    top.plot(
-        [e["step"] for e in epochs],
-        [e["density"] for e in epochs],
-        "o",
-        color="black",
-        ms=4,
-        label="epoch end",
-    )
-    top.set(ylabel="density (masked weights)", title="Density and channel sparsity over training")
-    top.legend(fontsize=8)
-    if channel_events:
-        end = max([e["step"] for e in epochs] + [e["step"] for e in channel_events])
-        steps = [0] + [e["step"] for e in channel_events] + [end]
-        sparsity = [0.0] + [e["channel_sparsity"] for e in channel_events]
-        bottom.step(steps, [*sparsity, sparsity[-1]], where="post", color="tab:red",
-                    label="channel sparsity")  # fmt: skip
-        bottom.plot(steps[1:-1], [e["target_sparsity"] for e in channel_events], ".", ms=5, color="gray",
-                    label="schedule target at each event")  # fmt: skip
-    bottom.plot(
-        [e["step"] for e in epochs], [e["channel_sparsity"] for e in epochs], "o", color="black", ms=4,
-        label="epoch end",
-    )  # fmt: skip
-    bottom.set(xlabel="optimizer step", ylabel="channel sparsity", ylim=(-0.02, 1.0))
-    bottom.legend(fontsize=8)
-    for ax in (top, bottom):
-        for e in epochs:
-            ax.axvline(e["step"], color="lightgray", lw=0.7, zorder=0)
-        ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
-
-
-def plot_curves(epochs: list[dict[str, Any]]) -> bytes:
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(9, 3.5)
-    left, right = fig.subplots(1, 2)
-    xs = [e["epoch"] for e in epochs]
-    left.plot(xs, [e["train_loss"] for e in epochs], "o-", ms=3)
-    left.set(xlabel="epoch", ylabel="train loss", title="Training loss")
-    right.plot(xs, [100 * e["val_acc"] for e in epochs], "o-", ms=3, color="tab:green")
-    right.set(xlabel="epoch", ylabel="top-1 (%)", title="Validation accuracy")
-    for ax in (left, right):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    return _png(fig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,33 +18,14 @@ from pathlib import Path
 from chase_deploy import stats
 from chase_deploy.backends.base import Backend, Timer
 from chase_deploy.errors import BadInput
-from chase_deploy.plots import write_plot
 
-__all__ = [
-    "benchmark",
-    "format_table",
-    "interleave",
-    "parse_batches",
-    "write_plot",
-    "write_results",
-]
+__all__ = ["benchmark", "format_table", "interleave", "write_results"]
 
 DEFAULT_BATCHES = (1, 8, 32)
 SLICE_S = 0.2  # target length of one turn of one model
 MIN_SLICES = 4
 MAX_SLICES = 50
 MIN_ITERATIONS = 10  # fewer than this per model and batch gets a warning
-
-
-def parse_batches(text: str) -> list[int]:
-    """``"1,8,32"`` -> [1, 8, 32]; every entry a positive integer, no duplicates."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise BadInput(f"--batch {text!r}: give positive integers separated by commas, e.g. 1,8,32")
-    batches = [int(p) for p in parts]
-    if len(set(batches)) != len(batches):
-        raise BadInput(f"--batch {text!r}: a batch size is listed twice")
-    return batches
 
 
 def slice_count(duration_s: float) -> int:
@@ -211,7 +192,7 @@ def write_results(
     import contextlib
     import json
 
-    from chase_deploy.plots import render_plot
+    from chase_deploy import plots
     from train.atomic import atomic_path
 
     with contextlib.ExitStack() as stack:
@@ -220,7 +201,7 @@ def write_results(
             tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if plot_path is not None:
             tmp = stack.enter_context(atomic_path(plot_path))
-            render_plot(result, tmp)
+            tmp.write_bytes(plots.plot_bench(result))
 
 
 def format_table(result: dict) -> str:

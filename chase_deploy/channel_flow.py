@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from chase_deploy.channel_graph import constant_values, layer_name, static_shape
+from chase_deploy.channel_graph import constant_values, layer_name, static_shape, weight_axes
 from train.errors import BadInput
 
 UNARY = frozenset(
@@ -527,7 +527,7 @@ class ChannelPass:
             raise BadInput(f"node {node.name} ({node.op}): its weight is computed, not a constant")
         transpose = node.op == "ConvTranspose"
         group = int(node.attrs.get("group", 1))
-        out_axis, in_axis = (1, 0) if transpose else (0, 1)
+        out_axis, in_axis = weight_axes(node, weight)
         out_track = None
         x = live[0][1] if live else None
         if x is not None:
@@ -562,16 +562,16 @@ class ChannelPass:
 
     def _gemm(self, node: gs.Node, live: list, start) -> None:
         weight = constant_values(node.inputs[1])
-        trans_b = int(node.attrs.get("transB", 0))
+        out_axis, in_axis = weight_axes(node, weight)
         x = live[0][1] if live else None
         if x is not None:
             if node.attrs.get("transA", 0) or x.axis != 1:
                 raise self._unsupported(node, x, "multiplies along a transposed axis")
-            self._slice(node, 1, 1 if trans_b else 0, x.kept)
+            self._slice(node, 1, in_axis, x.kept)
         if start is not None:
             key, kept = start
-            width = weight.shape[0 if trans_b else 1]
-            self._slice(node, 1, 0 if trans_b else 1, kept)
+            width = weight.shape[out_axis]
+            self._slice(node, 1, out_axis, kept)
             if len(node.inputs) > 2 and node.inputs[2].name:
                 bias = static_shape(node.inputs[2]) or []
                 if bias and bias[-1] == width:
@@ -584,13 +584,15 @@ class ChannelPass:
         if x is not None:
             if x.axis != x.rank - 1 or weight is None or weight.ndim < 2:
                 raise self._unsupported(node, x, "multiplies along a non-channel axis")
-            self._slice(node, 1, weight.ndim - 2, x.kept)
+            self._slice(node, 1, weight_axes(node, weight)[1], x.kept)
         if start is not None:
             key, kept = start
-            self._slice(node, 1, weight.ndim - 1, kept)
+            out_axis = weight_axes(node, weight)[0]
+            self._slice(node, 1, out_axis, kept)
             rank = len(self._shape(node, node.outputs[0]))
             self._set(
-                node.outputs[0], Track(rank - 1, rank, weight.shape[-1], kept, frozenset([key]))
+                node.outputs[0],
+                Track(rank - 1, rank, weight.shape[out_axis], kept, frozenset([key])),
             )
 
 

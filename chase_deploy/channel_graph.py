@@ -122,6 +122,22 @@ def layer_name(node: gs.Node) -> str:
     return torchscript_module_path(node.name) or node.name
 
 
+def weight_axes(node: gs.Node, weight: np.ndarray) -> tuple[int, int]:
+    """(output-channel axis, input-channel axis) of a layer's weight (its input 1).
+
+    The one place this ONNX fact is written down: Conv weights are [out, in/group, k...],
+    ConvTranspose [in, out/group, k...], Gemm [out, in] with ``transB`` else [in, out], MatMul
+    [..., in, out]. Slicing, rounding scores and FLOP counts all ask here.
+    """
+    if node.op == "ConvTranspose":
+        return 1, 0
+    if node.op == "Gemm":
+        return (0, 1) if node.attrs.get("transB", 0) else (1, 0)
+    if node.op == "MatMul":
+        return weight.ndim - 1, weight.ndim - 2
+    return 0, 1
+
+
 def layer_nodes(graph: gs.Graph) -> list[gs.Node]:
     """Every Conv/ConvTranspose/Gemm/MatMul whose weight (input 1) is a constant."""
     return [

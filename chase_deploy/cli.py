@@ -36,9 +36,11 @@ def _check_train_package() -> None:
 class App(click.Group):
     def main(self, *args, **kwargs):
         _check_train_package()
+        _register()  # after the check: the commands import our `train`
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
+        """Bad input, including a bad flag value (``commands.params.FlagError``): one line, exit 2."""
         from train.errors import BadInput
 
         try:
@@ -64,13 +66,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    """Add every ``chase_deploy.commands`` module's ``command`` (once)."""
     import chase_deploy.commands as pkg
 
+    if main.commands:
+        return
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"chase_deploy.commands.{info.name}")
         command = getattr(module, "command", None)
         if isinstance(command, click.Command):
             main.add_command(command)
-
-
-_register()

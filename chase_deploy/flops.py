@@ -20,6 +20,7 @@ from chase_deploy.channel_graph import (
     layer_name,
     layer_nodes,
     static_shape,
+    weight_axes,
     with_shapes,
 )
 
@@ -60,7 +61,8 @@ def total_params(model: onnx.ModelProto) -> int:
 
 def _cost(node: gs.Node) -> LayerCost:
     weight = constant_values(node.inputs[1])
-    out_axis, in_axis, group = _axes(node, weight)
+    out_axis, in_axis = weight_axes(node, weight)
+    group = int(node.attrs.get("group", 1)) if node.op in ("Conv", "ConvTranspose") else 1
     positions = _positions(node)
     nonzero = int(np.count_nonzero(weight))
     bias = 0
@@ -84,18 +86,6 @@ def _cost(node: gs.Node) -> LayerCost:
         flops=2 * int(weight.size) * positions,
         sparse_flops=2 * nonzero * positions,
     )
-
-
-def _axes(node: gs.Node, weight: np.ndarray) -> tuple[int, int, int]:
-    """(output-channel axis, input-channel axis, group) of a layer's weight."""
-    group = int(node.attrs.get("group", 1))
-    if node.op == "Conv":
-        return 0, 1, group
-    if node.op == "ConvTranspose":
-        return 1, 0, group
-    if node.op == "Gemm":
-        return (0, 1, 1) if node.attrs.get("transB", 0) else (1, 0, 1)
-    return weight.ndim - 1, weight.ndim - 2, 1
 
 
 def _positions(node: gs.Node) -> int:

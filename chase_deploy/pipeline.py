@@ -11,20 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.atomic import write_json
+from train.atomic import write_bytes, write_json
 from train.config import Recipe
 from train.progress import log
+from train.run_dir import RunDir
 
 
 def run_pipeline(recipe: Recipe, out: Path, *, device: str = "auto") -> Path:
     """Run every stage into ``out``; returns the path of report.md."""
     out.mkdir(parents=True, exist_ok=True)
-    timings = _load_timings(out)
-    final = _stage(out, "train", timings, lambda: _train(recipe, out, device))
-    slim_report = _stage(out, "slim", timings, lambda: _slim(recipe, out, final))
-    engines = _stage(out, "build", timings, lambda: _build(recipe, out))
-    benches = _stage(out, "bench", timings, lambda: _bench(recipe, out, engines))
-    accuracy = _stage(out, "accuracy", timings, lambda: _accuracy(recipe, out))
+    files = RunDir(out)
+    timings = _load_timings(files)
+    final = _stage(files, "train", timings, lambda: _train(recipe, files, device))
+    slim_report = _stage(files, "slim", timings, lambda: _slim(recipe, files, final))
+    engines = _stage(files, "build", timings, lambda: _build(recipe, files))
+    benches = _stage(files, "bench", timings, lambda: _bench(recipe, files, engines))
+    accuracy = _stage(files, "accuracy", timings, lambda: _accuracy(recipe, files))
     from chase_deploy.report import write_report
 
     report = write_report(out, recipe, slim_report, benches, accuracy, timings)
@@ -32,9 +34,9 @@ def run_pipeline(recipe: Recipe, out: Path, *, device: str = "auto") -> Path:
     return report
 
 
-def _stage(out: Path, name: str, timings: dict[str, float], fn) -> Any:
+def _stage(files: RunDir, name: str, timings: dict[str, float], fn) -> Any:
     """Run ``fn`` unless its result is recorded in stages.json; record result and time."""
-    state_path = out / "stages.json"
+    state_path = files.stages
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if name in state:
         log(f"[{name}] done already, skipping")
@@ -45,29 +47,27 @@ def _stage(out: Path, name: str, timings: dict[str, float], fn) -> Any:
     timings[name] = time.perf_counter() - start
     state[name] = result
     write_json(state_path, state)
-    write_json(out / "timings.json", timings)
+    write_json(files.timings, timings)
     return result
 
 
-def _load_timings(out: Path) -> dict[str, float]:
-    path = out / "timings.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def _load_timings(files: RunDir) -> dict[str, float]:
+    return json.loads(files.timings.read_text()) if files.timings.exists() else {}
 
 
-def _train(recipe: Recipe, out: Path, device: str) -> str:
+def _train(recipe: Recipe, files: RunDir, device: str) -> str:
     from train.loop import train
 
-    final = out / "final.pt"
-    if not final.exists():
-        train(recipe, out, resume="auto", device=device)
-    return str(final)
+    if not files.final.exists():
+        train(recipe, files.path, resume="auto", device=device)
+    return str(files.final)
 
 
-def _slim(recipe: Recipe, out: Path, final: str) -> dict:
+def _slim(recipe: Recipe, files: RunDir, final: str) -> dict:
     from chase_deploy.slim import slim_checkpoint
 
     return slim_checkpoint(
-        Path(final), out, round_to=recipe.deploy.round_to, opset=recipe.deploy.opset
+        Path(final), files.path, round_to=recipe.deploy.round_to, opset=recipe.deploy.opset
     )
 
 
@@ -89,12 +89,12 @@ def _backends(recipe: Recipe) -> list[str]:
     return list(wanted)
 
 
-def _build(recipe: Recipe, out: Path) -> dict[str, str]:
+def _build(recipe: Recipe, files: RunDir) -> dict[str, str]:
     """TensorRT engines for dense and slim where TensorRT works; nothing otherwise."""
     if "tensorrt" not in _backends(recipe):
         log("[build] TensorRT is not usable here; no engines built")
         return {}
-    from chase_deploy.engine import build_engine
+    from chase_deploy.backends.trt.loader import build_engine
 
     batches = sorted(recipe.deploy.batch_sizes)
     profile = (batches[0], batches[len(batches) // 2], batches[-1])
@@ -102,19 +102,20 @@ def _build(recipe: Recipe, out: Path) -> dict[str, str]:
     for name in ("dense", "slim"):
         engines[name] = str(
             build_engine(
-                out / f"{name}.onnx",
-                out / f"{name}.engine",
+                files.onnx(name),
+                files.engine(name),
                 precision=recipe.deploy.precision,
                 batch=profile,
-                timing_cache=out / "timing.cache",
+                timing_cache=files.timing_cache,
             )
         )
     return engines
 
 
-def _bench(recipe: Recipe, out: Path, engines: dict[str, str]) -> dict[str, str]:
+def _bench(recipe: Recipe, files: RunDir, engines: dict[str, str]) -> dict[str, str]:
     """Dense vs slim on every usable backend; returns backend -> bench JSON path."""
-    from chase_deploy.bench import benchmark, write_plot
+    from chase_deploy.bench import benchmark
+    from chase_deploy.plots import plot_bench
 
     results = {}
     d = recipe.deploy
@@ -122,7 +123,7 @@ def _bench(recipe: Recipe, out: Path, engines: dict[str, str]) -> dict[str, str]
         if backend == "tensorrt":
             models = [engines["dense"], engines["slim"]]
         else:
-            models = [str(out / "dense.onnx"), str(out / "slim.onnx")]
+            models = [str(files.onnx("dense")), str(files.onnx("slim"))]
         result = benchmark(
             models,
             backend=backend,
@@ -131,31 +132,34 @@ def _bench(recipe: Recipe, out: Path, engines: dict[str, str]) -> dict[str, str]
             duration_s=d.duration_s,
             threads=d.threads,
         )
-        path = out / f"bench_{backend}.json"
+        path = files.bench_json(backend)
         write_json(path, result)
-        write_plot(result, out / f"bench_{backend}.png")
+        write_bytes(files.bench_png(backend), plot_bench(result))
         results[backend] = str(path)
     return results
 
 
-def _accuracy(recipe: Recipe, out: Path) -> dict[str, float]:
+def _accuracy(recipe: Recipe, files: RunDir) -> dict[str, float]:
     """Top-1 of dense.onnx and slim.onnx on the validation set, run by ONNX Runtime on the CPU."""
     import numpy as np
     import onnxruntime as ort
+    import torch
 
+    from train.accuracy import count_correct
     from train.data import build_data
 
     data = build_data(recipe.data, recipe.seed)
-    sessions = {
-        name: ort.InferenceSession(str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        for name in ("dense", "slim")
-    }
-    correct = dict.fromkeys(sessions, 0)
-    total = 0
-    for x, y in data.val.batches(0):
-        feed = x.numpy().astype(np.float32)
-        for name, sess in sessions.items():
-            logits = sess.run(None, {sess.get_inputs()[0].name: feed})[0]
-            correct[name] += int((logits.argmax(1) == y.numpy()).sum())
-        total += len(y)
-    return {name: correct[name] / total for name in sessions}
+    names = ("dense", "slim")
+    sessions = [
+        ort.InferenceSession(str(files.onnx(name)), providers=["CPUExecutionProvider"])
+        for name in names
+    ]
+
+    def predictor(sess):
+        feed_name = sess.get_inputs()[0].name
+        return lambda x: torch.from_numpy(
+            sess.run(None, {feed_name: x.numpy().astype(np.float32)})[0]
+        )
+
+    correct, total = count_correct([predictor(s) for s in sessions], data.val.batches(0))
+    return {name: float(c) / total for name, c in zip(names, correct, strict=True)}

@@ -1,32 +1,238 @@
-"""Benchmark plots: latency and throughput against batch size, speedup bars per batch size.
+"""Every plot the tools draw, in one style: ``analyze``, ``ablate``, ``bench --plot`` and ``run``.
 
-Drawn on a bare matplotlib Figure with the Agg canvas, so no GUI backend and no pyplot global
-state are involved (safe in threads, servers and tests).
+Each function takes plain numbers and returns PNG bytes; the caller writes them (atomically).
+Figures are bare ``matplotlib.figure.Figure`` objects on the Agg canvas, so no GUI backend and
+no pyplot global state are involved (safe in threads, servers and tests, nothing to close).
+One style throughout: constrained layout, 100 dpi, light grids, small legends.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+DPI = 100
+GRID_ALPHA = 0.3
+LEGEND_SIZE = 8
+TICK_SIZE = 7
 
 
-def write_plot(result: dict, path: str | Path) -> Path:
-    """Render the ``bench`` result dict to a PNG at ``path`` (written atomically)."""
-    from train.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        render_plot(result, tmp)
-    return Path(path)
-
-
-def render_plot(result: dict, path: str | Path) -> None:
-    """Draw the three panels and save them as PNG to ``path`` (not atomic: see write_plot)."""
+def figure(width: float, height: float):
+    """A Figure of ``width`` x ``height`` inches on the Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: curves, schedules, amenable channels, widths, densities
+
+
+def plot_training(epochs: Sequence[dict[str, Any]]) -> bytes:
+    """Training loss, validation top-1 and sparsity per epoch (``metrics.jsonl`` epoch lines)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = figure(13, 3.6)
+    loss, acc, sparsity = fig.subplots(1, 3)
+    xs = [e["epoch"] for e in epochs]
+    loss.plot(xs, [e["train_loss"] for e in epochs], "o-", ms=3)
+    loss.set(xlabel="epoch", ylabel="train loss", title="Training loss")
+    acc.plot(xs, [100 * e["val_acc"] for e in epochs], "o-", ms=3, color="tab:green")
+    acc.set(xlabel="epoch", ylabel="top-1 (%)", title="Validation accuracy")
+    sparsity.plot(xs, [e["density"] for e in epochs], "o-", ms=3, label="density")
+    sparsity.plot(xs, [e["channel_sparsity"] for e in epochs], "o-", ms=3, label="channel sparsity")
+    sparsity.set(xlabel="epoch", ylim=(0, 1.05), title="Sparsity")
+    sparsity.legend(fontsize=LEGEND_SIZE)
+    for ax in (loss, acc, sparsity):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=GRID_ALPHA)
+    return png(fig)
+
+
+def plot_schedules(
+    epochs: Sequence[dict[str, Any]],
+    explorations: Sequence[dict[str, Any]],
+    channel_events: Sequence[dict[str, Any]],
+    maskable: int,
+) -> bytes:
+    """Density (with the soft-memory sawtooth) and channel sparsity against optimizer steps."""
+    fig = figure(9, 6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    if explorations and maskable:
+        steps = [e["step"] for e in explorations]
+        before = [(e["nnz"] - e["grown"]) / maskable for e in explorations]
+        after = [e["nnz"] / maskable for e in explorations]
+        top.vlines(steps, before, after, color="tab:gray", lw=0.8)
+        top.plot(steps, after, ".", ms=5, color="tab:orange", label="after grow (exploration)")
+        top.plot(steps, before, ".", ms=5, color="tab:blue", label="before grow (exploration)")
+        top.axhline(
+            explorations[0]["budget"] / maskable, color="gray", ls="--", lw=1, label="budget"
+        )
+    top.plot(
+        [e["step"] for e in epochs],
+        [e["density"] for e in epochs],
+        "o",
+        color="black",
+        ms=4,
+        label="epoch end",
+    )
+    top.set(ylabel="density (masked weights)", title="Density and channel sparsity over training")
+    top.legend(fontsize=LEGEND_SIZE)
+    if channel_events:
+        end = max([e["step"] for e in epochs] + [e["step"] for e in channel_events])
+        steps = [0] + [e["step"] for e in channel_events] + [end]
+        sparsity = [0.0] + [e["channel_sparsity"] for e in channel_events]
+        bottom.step(steps, [*sparsity, sparsity[-1]], where="post", color="tab:red",
+                    label="channel sparsity")  # fmt: skip
+        bottom.plot(steps[1:-1], [e["target_sparsity"] for e in channel_events], ".", ms=5, color="gray",
+                    label="schedule target at each event")  # fmt: skip
+    bottom.plot(
+        [e["step"] for e in epochs], [e["channel_sparsity"] for e in epochs], "o", color="black", ms=4,
+        label="epoch end",
+    )  # fmt: skip
+    bottom.set(xlabel="optimizer step", ylabel="channel sparsity", ylim=(-0.02, 1.0))
+    bottom.legend(fontsize=LEGEND_SIZE)
+    for ax in (top, bottom):
+        for e in epochs:
+            ax.axvline(e["step"], color="lightgray", lw=0.7, zorder=0)
+        ax.grid(axis="y", alpha=GRID_ALPHA)
+    return png(fig)
+
+
+def plot_amenable(events: Sequence[dict[str, Any]]) -> bytes:
+    """2 rows (UMM, WS) x one column per threshold: a thin line per layer, the pooled total bold."""
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    thresholds = events[-1]["thresholds"]
+    layers = list(events[-1]["umm"])
+    epochs = [e["epoch"] for e in events]
+    cmap = colormaps["viridis"]
+    fig = figure(3.2 * len(thresholds) + 1.5, 6)
+    axes = fig.subplots(2, len(thresholds), sharex=True, sharey=True, squeeze=False)
+    # Zoom to the data (shared by all panels, so they still compare), at least 0..0.1.
+    peak = max(
+        (max(fracs) for e in events for key in ("umm", "ws") for fracs in e[key].values() if fracs),
+        default=0.0,
+    )
+    top = min(1.02, max(0.1, 1.15 * peak))
+    for row, (key, label) in enumerate((("umm", "UMM"), ("ws", "WS"))):
+        for col, v in enumerate(thresholds):
+            ax = axes[row][col]
+            for i, layer in enumerate(layers):
+                ys = [e[key][layer][col] if layer in e[key] else float("nan") for e in events]
+                color = cmap(i / max(1, len(layers) - 1))
+                ax.plot(epochs, ys, lw=0.8, alpha=0.6, color=color)
+            total = [e[f"{key}_total"][col] for e in events]
+            ax.plot(epochs, total, lw=2.2, color="black", label="all layers")
+            ax.set_title(f"{label}, v = {v:g}", fontsize=10)
+            ax.set_ylim(-0.01 * top, top)
+            ax.grid(alpha=GRID_ALPHA)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if row == 1:
+                ax.set_xlabel("epoch")
+            if col == 0:
+                ax.set_ylabel("amenable fraction")
+    axes[0][0].legend(loc="upper left", fontsize=LEGEND_SIZE)
+    fig.suptitle(
+        "Sparse-amenable channels per layer (thin: layers, shallow to deep = dark to light)",
+        fontsize=11,
+    )
+    return png(fig)
+
+
+def plot_widths(rows: Sequence[tuple[str, int, int]]) -> bytes:
+    """Kept channels against the dense width, one bar per layer: (name, width, kept) rows."""
+    fig = figure(max(6.0, 0.45 * len(rows) + 2), 4)
+    ax = fig.subplots()
+    idx = list(range(len(rows)))
+    ax.bar(idx, [width for _, width, _ in rows], color="lightgray", label="dense width")
+    ax.bar(idx, [kept for _, _, kept in rows], color="tab:blue", label="kept channels")
+    for i, (_, _, kept) in enumerate(rows):
+        ax.text(i, kept, str(kept), ha="center", va="bottom", fontsize=TICK_SIZE)
+    ax.set_xticks(idx, [name for name, _, _ in rows], rotation=70, ha="right", fontsize=TICK_SIZE)
+    ax.set(ylabel="channels", title="Kept channels per layer")
+    ax.grid(axis="y", alpha=GRID_ALPHA)
+    ax.legend(fontsize=LEGEND_SIZE)
+    return png(fig)
+
+
+def plot_density(rows: Sequence[tuple[str, float, bool]]) -> bytes:
+    """Non-zero fraction per parameter: (name, density, masked) rows; masked ones in colour."""
+    fig = figure(max(6.0, 0.4 * len(rows) + 2), 4)
+    ax = fig.subplots()
+    idx = list(range(len(rows)))
+    colors = ["tab:orange" if masked else "lightgray" for _, _, masked in rows]
+    ax.bar(idx, [density for _, density, _ in rows], color=colors)
+    names = [name.removesuffix(".weight") for name, _, _ in rows]
+    ax.set_xticks(idx, names, rotation=70, ha="right", fontsize=TICK_SIZE)
+    ax.set(
+        ylabel="non-zero fraction", ylim=(0, 1.05), title="Parameter density per layer (final.pt)"
+    )
+    ax.grid(axis="y", alpha=GRID_ALPHA)
+    return png(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# ablate: accuracy against channel sparsity per criterion
+
+
+def plot_ablation(result: dict[str, Any]) -> bytes:
+    """Accuracy against channel sparsity, one line per criterion; reversed ones dashed."""
+    from matplotlib import colormaps
+
+    fig = figure(7, 4.5)
+    ax = fig.subplots()
+    colors = colormaps["tab10"]
+    bases = list(dict.fromkeys(c.removesuffix("_reverse") for c in result["criteria"]))
+    table: dict[str, dict[float, float]] = {}
+    for r in result["results"]:
+        table.setdefault(r["criterion"], {})[r["channel_sparsity"]] = r["val_acc"]
+    for criterion, row in table.items():
+        xs = sorted(row)
+        ys = [100 * row[s] for s in xs]
+        if xs[0] > 0:  # every line starts at the unpruned model
+            xs, ys = [0.0, *xs], [100 * result["baseline_acc"], *ys]
+        ax.plot(
+            xs,
+            ys,
+            marker="o",
+            ms=4,
+            ls="--" if criterion.endswith("_reverse") else "-",
+            color=colors(bases.index(criterion.removesuffix("_reverse"))),
+            label=criterion,
+        )
+    ax.axhline(100 * result["baseline_acc"], color="gray", lw=1, ls=":", label="unpruned")
+    ax.set(
+        xlabel="channel sparsity (one-shot, no retraining)",
+        ylabel="validation top-1 (%)",
+        title=f"Channel criteria: {result['model']} on {result['data']}",
+    )
+    ax.grid(alpha=GRID_ALPHA)
+    ax.legend(fontsize=LEGEND_SIZE, ncol=2)
+    return png(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# bench: latency and throughput against batch size, speedup bars per batch size
+
+
+def plot_bench(result: dict[str, Any]) -> bytes:
+    """The three panels of a ``bench`` result: latency, throughput, speedup."""
     series = _series(result)
     batches = sorted({b for rows in series.values() for b in rows})
-    fig = Figure(figsize=(15, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(15, 4.5)
     latency, throughput, speedup = fig.subplots(1, 3)
     for name, rows in series.items():
         xs = sorted(rows)
@@ -40,19 +246,16 @@ def render_plot(result: dict, path: str | Path) -> None:
         (latency, "latency (median, bars: min to p90)", "ms per batch"),
         (throughput, "throughput", "items / s"),
     ):
-        ax.set_title(title)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(unit)
+        ax.set(title=title, xlabel="batch size", ylabel=unit)
         if len(batches) > 1 and batches[-1] / batches[0] >= 8:
             ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.grid(alpha=GRID_ALPHA)
+        ax.legend(fontsize=LEGEND_SIZE)
     _speedup_bars(speedup, series, batches)
     backend = result.get("environment", {}).get("backend", {}).get("backend", "")
     fig.suptitle(f"chase-deploy bench ({backend})" if backend else "chase-deploy bench")
-    fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    return png(fig)
 
 
 def _speedup_bars(ax, series: dict[str, dict[int, dict]], batches: list[int]) -> None:
@@ -62,16 +265,19 @@ def _speedup_bars(ax, series: dict[str, dict[int, dict]], batches: list[int]) ->
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(batches))]
         ys = [series[name][b]["speedup"] if b in series[name] else 0.0 for b in batches]
         bars = ax.bar(xs, ys, width=width, label=name)
-        ax.bar_label(bars, labels=[f"{y:.2f}x" for y in ys], fontsize="x-small")
+        ax.bar_label(bars, labels=[f"{y:.2f}x" for y in ys], fontsize=TICK_SIZE)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
-    ax.set_title(f"speedup vs {names[0]}" if names else "speedup")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("median latency ratio")
-    ax.legend(fontsize="small")
+    ax.set(
+        title=f"speedup vs {names[0]}" if names else "speedup",
+        xlabel="batch size",
+        ylabel="median latency ratio",
+    )
+    ax.grid(axis="y", alpha=GRID_ALPHA)
+    ax.legend(fontsize=LEGEND_SIZE)
 
 
-def _series(result: dict) -> dict[str, dict[int, dict]]:
+def _series(result: dict[str, Any]) -> dict[str, dict[int, dict]]:
     """Results grouped as {model label: {batch: row}}; the i-th row of each batch is model i.
 
     Labels are file names where unambiguous, else paths; a model listed twice (an A/A run)

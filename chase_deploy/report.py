@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from train.atomic import write_text
+from chase_deploy import plots
+from train.atomic import write_bytes, write_text
 from train.config import Recipe
 from train.metrics import read_metrics
+from train.run_dir import RunDir
 
 
 def write_report(
@@ -19,10 +21,15 @@ def write_report(
     accuracy: dict[str, float],
     timings: dict[str, float],
 ) -> Path:
-    metrics = read_metrics(out / "metrics.jsonl")
+    files = RunDir(out)
+    metrics = read_metrics(files.metrics)
     epochs = [m for m in metrics if m.get("event") == "epoch"]
-    plot_training(epochs, out / "training.png")
-    plot_widths(slim_report.get("layers", []), out / "widths.png")
+    layers = slim_report.get("layers", [])
+    write_bytes(files.training_png, plots.plot_training(epochs))
+    write_bytes(
+        files.widths_png,
+        plots.plot_widths([(r["name"], r["out_before"], r["out_after"]) for r in layers]),
+    )
     bench_results = {b: json.loads(Path(p).read_text()) for b, p in benches.items()}
     lines = [
         f"# chase-deploy report: {recipe.model.name} on {recipe.data.name}",
@@ -35,22 +42,22 @@ def write_report(
         "",
         "## Training",
         "",
-        "![training curves](training.png)",
+        f"![training curves]({files.training_png.name})",
         "",
         *_training_table(epochs),
         "",
         "## Per-layer widths (the paper's Table 15 view)",
         "",
-        "![kept channels per layer](widths.png)",
+        f"![kept channels per layer]({files.widths_png.name})",
         "",
-        *_widths_table(slim_report.get("layers", [])),
+        *_widths_table(layers),
         "",
     ]
     for backend, result in bench_results.items():
         lines += [
             f"## Benchmark: {backend}",
             "",
-            f"![{backend}](bench_{backend}.png)",
+            f"![{backend}]({files.bench_png(backend).name})",
             "",
             *_bench_table(result),
             "",
@@ -58,9 +65,8 @@ def write_report(
     env = next(iter(bench_results.values()), {}).get("environment", {})
     lines += ["## Environment", "", *_environment(env), ""]
     lines += ["## Stage times", "", *[f"- {k}: {v:.1f} s" for k, v in timings.items()], ""]
-    path = out / "report.md"
-    write_text(path, "\n".join(lines))
-    return path
+    write_text(files.report, "\n".join(lines))
+    return files.report
 
 
 def _summary(recipe: Recipe, epochs: list[dict]) -> str:
@@ -163,56 +169,3 @@ def _bench_table(result: dict) -> list[str]:
             f"{lat['p99']:.3f} | {r['throughput']:.0f} | {r['speedup']:.2f}x |"
         )
     return rows
-
-
-def plot_training(epochs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    x = [e["epoch"] for e in epochs]
-    axes[0].plot(x, [e["train_loss"] for e in epochs], marker=".")
-    axes[0].set(title="train loss", xlabel="epoch")
-    axes[1].plot(x, [100 * e["val_acc"] for e in epochs], marker=".", color="tab:green")
-    axes[1].set(title="validation top-1 (%)", xlabel="epoch")
-    axes[2].plot(x, [e["density"] for e in epochs], marker=".", label="density")
-    axes[2].plot(x, [e["channel_sparsity"] for e in epochs], marker=".", label="channel sparsity")
-    axes[2].set(title="sparsity", xlabel="epoch", ylim=(0, 1.05))
-    axes[2].legend()
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_widths(layers: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [layer["name"] for layer in layers]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
-    idx = range(len(names))
-    ax.bar(idx, [layer["out_before"] for layer in layers], color="lightgray", label="dense width")
-    ax.bar(idx, [layer["out_after"] for layer in layers], color="tab:blue", label="kept channels")
-    ax.set_xticks(list(idx), names, rotation=70, ha="right", fontsize=7)
-    ax.set(ylabel="channels", title="channels kept per layer")
-    ax.legend()
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from train.atomic import write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())

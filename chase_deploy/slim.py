@@ -13,27 +13,15 @@ from typing import Any
 import onnx
 
 from chase_deploy.channel_graph import load_onnx
-from chase_deploy.inspect import layer_table, summary
-from chase_deploy.plan import ChannelPlan, empty_plan, load_plan, parse_plan
+from chase_deploy.layer_table import layer_table, summary
 from chase_deploy.surgery import SlimResult, slim_model
 from chase_deploy.verify import RTOL, Verification, compare
 from train.atomic import write_bytes, write_json
 from train.errors import BadInput
+from train.plan import ChannelPlan, empty_plan, load_plan, parse_plan
+from train.run_dir import RunDir
 
 EXPORT_BATCH = 2
-
-
-def parse_input_shape(text: str) -> tuple[int, ...]:
-    """``N,C,H,W`` (or any rank >= 2) of positive integers."""
-    try:
-        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) < 2 or any(d < 1 for d in dims):
-        raise BadInput(
-            f"--input-shape {text!r}: expected positive integers N,C,H,W such as 1,3,224,224"
-        )
-    return dims
 
 
 def checkpoint_input_shape(
@@ -114,7 +102,8 @@ def slim_checkpoint(
     )
     verification = compare(dense, result.model, reference_session=exported.session)
     _refuse_lossy(verification, allow_lossy)
-    paths = {"dense": str(out_dir / "dense.onnx"), "slim": str(out_dir / "slim.onnx")}
+    files = RunDir(out_dir)
+    paths = {"dense": str(files.onnx("dense")), "slim": str(files.onnx("slim"))}
     report = _report(dense, result, verification, plan, round_to)
     report.update(info)
     report["source"] = str(path)
@@ -129,7 +118,7 @@ def slim_checkpoint(
         "slim": _write_model(paths["slim"], result.model),
     }
     report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
-    write_json(out_dir / "slim_report.json", report)
+    write_json(files.slim_report, report)
     return report
 
 

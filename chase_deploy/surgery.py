@@ -21,10 +21,12 @@ from chase_deploy.channel_graph import (
     constant_values,
     find_layers,
     import_graph,
+    weight_axes,
     with_shapes,
 )
-from chase_deploy.plan import ChannelPlan, LayerPlan, round_kept
 from train.errors import BadInput
+from train.plan import ChannelPlan, LayerPlan
+from train.rounding import round_kept
 
 
 @dataclass
@@ -51,22 +53,11 @@ def slim_model(model: onnx.ModelProto, plan: ChannelPlan, round_to: int = 1) -> 
     return SlimResult(slim, plan, coupled, time.perf_counter() - start)
 
 
-def out_axis(node: gs.Node, weight: np.ndarray) -> int:
-    """The weight axis that holds a layer's output channels."""
-    if node.op == "ConvTranspose":
-        return 1
-    if node.op == "Gemm":
-        return 0 if node.attrs.get("transB", 0) else 1
-    if node.op == "MatMul":
-        return weight.ndim - 1
-    return 0
-
-
 def _check_widths(layers: dict[str, list[gs.Node]], plan: ChannelPlan) -> None:
     for key, nodes in layers.items():
         for node in nodes:
             weight = constant_values(node.inputs[1])
-            width = weight.shape[out_axis(node, weight)]
+            width = weight.shape[weight_axes(node, weight)[0]]
             if width != plan.layers[key].out_channels:
                 raise BadInput(
                     f"plan layer {key!r}: out_channels {plan.layers[key].out_channels} disagrees "
@@ -91,9 +82,10 @@ def _run(graph: gs.Graph, layers: dict[str, list[gs.Node]], plan: ChannelPlan) -
 
 
 def _round_plan(
-    plan: ChannelPlan, layers: dict[str, list[gs.Node]], flow: Flow, multiple: int
+    plan: ChannelPlan, layers: dict[str, list[gs.Node]], flow: Flow, round_to: int
 ) -> ChannelPlan:
-    """Widen every pruned layer (jointly per coupled stream) to a multiple of ``multiple``."""
+    """Widen every pruned layer (jointly per coupled stream) to a multiple of ``round_to``, by
+    the scoring rule of ``train.rounding``."""
     pruned = {k for k, v in plan.layers.items() if v.pruned}
     groups = [set(g) & pruned for g in flow.coupled]
     grouped = set().union(*groups) if groups else set()
@@ -103,7 +95,7 @@ def _round_plan(
         keys = sorted(group)
         ref = plan.layers[keys[0]]
         scores = sum(_scores(node) for k in keys for node in layers[k])
-        kept = round_kept(ref.kept, ref.out_channels, multiple, scores)
+        kept = round_kept(ref.kept, ref.out_channels, round_to, scores)
         for key in keys:
             new[key] = LayerPlan(plan.layers[key].out_channels, kept)
     return ChannelPlan(new)
@@ -112,7 +104,7 @@ def _round_plan(
 def _scores(node: gs.Node) -> np.ndarray:
     """L1 norm of each output channel's weights: the next-best channels to keep when rounding."""
     weight = np.abs(constant_values(node.inputs[1]).astype(np.float64))
-    axis = out_axis(node, weight)
+    axis = weight_axes(node, weight)[0]
     return weight.sum(axis=tuple(a for a in range(weight.ndim) if a != axis))
 
 

@@ -106,7 +106,7 @@ def test_umm_removes_the_lowest_scoring_channels(runs) -> None:
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)
     groups = model.channel_groups()
-    selector = Selector(model, groups, beta=0.0, align=1, seed=0)
+    selector = Selector(model, groups, beta=0.0, round_to=1, seed=0)
     cut = selector.cut("umm", 0.3)
     modules = dict(model.named_modules())
     removed, kept = [], []
@@ -124,7 +124,7 @@ def test_pruned_copy_zeroes_exactly_the_dead_channels(runs) -> None:
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)
     groups = model.channel_groups()
-    cut = Selector(model, groups, beta=0.0, align=1, seed=0).cut("ws", 0.5)
+    cut = Selector(model, groups, beta=0.0, round_to=1, seed=0).cut("ws", 0.5)
     pruned = dict(pruned_copy(model, groups, cut.alive).named_modules())
     original = dict(model.named_modules())
     keep = {

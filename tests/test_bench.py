@@ -16,10 +16,10 @@ from chase_deploy.bench import (
     benchmark,
     format_table,
     interleave,
-    parse_batches,
     slice_count,
     write_results,
 )
+from chase_deploy.commands.params import BatchSizes
 from chase_deploy.errors import BadInput
 
 RESULT_KEYS = {"model", "backend", "batch", "latency_ms", "throughput", "speedup"}
@@ -182,11 +182,12 @@ def test_stats_numbers():
 
 
 def test_parse_batches():
-    assert parse_batches("1,8,32") == [1, 8, 32]
-    assert parse_batches(" 4 ") == [4]
+    parse_batches = BatchSizes().convert
+    assert parse_batches("1,8,32", None, None) == [1, 8, 32]
+    assert parse_batches(" 4 ", None, None) == [4]
     for bad in ("0", "1,-8", "1.5", "a", "", "1,,2", "8,8"):
         with pytest.raises(BadInput):
-            parse_batches(bad)
+            parse_batches(bad, None, None)
 
 
 def test_benchmark_refuses_bad_settings():
@@ -254,10 +255,10 @@ def test_real_ort_run_table_json_and_plot(tmp_path):
 def test_write_results_leaves_nothing_when_the_plot_fails(tmp_path, monkeypatch):
     import chase_deploy.plots
 
-    def broken(result, path):
+    def broken(result):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(chase_deploy.plots, "render_plot", broken)
+    monkeypatch.setattr(chase_deploy.plots, "plot_bench", broken)
     result = {"results": [], "environment": {}}
     with pytest.raises(RuntimeError):
         write_results(result, tmp_path / "r.json", tmp_path / "r.png")

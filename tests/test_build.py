@@ -13,13 +13,10 @@ from bench_models import conv_net
 from click.testing import CliRunner
 
 from chase_deploy.backends import missing_pieces
+from chase_deploy.backends.trt.loader import DEFAULT_PROFILE, build_engine
+from chase_deploy.backends.trt.sidecar import check_engine_compatible
 from chase_deploy.cli import main
-from chase_deploy.engine import (
-    DEFAULT_PROFILE,
-    build_engine,
-    check_engine_compatible,
-    parse_profile,
-)
+from chase_deploy.commands.params import BatchProfile
 from chase_deploy.environment import Gpu
 from chase_deploy.errors import BadInput, MissingBackend
 
@@ -47,11 +44,12 @@ def refused(result, *fragments):
 
 
 def test_parse_profile():
-    assert parse_profile("1:8:32") == (1, 8, 32)
-    assert parse_profile("4") == (4, 4, 4)
+    parse_profile = BatchProfile().convert
+    assert parse_profile("1:8:32", None, None) == (1, 8, 32)
+    assert parse_profile("4", None, None) == (4, 4, 4)
     for bad in ("8:1:32", "0:1:2", "1:2", "a:b:c", "1:2:3:4", "", "-1:2:3"):
         with pytest.raises(BadInput, match="--batch"):
-            parse_profile(bad)
+            parse_profile(bad, None, None)
 
 
 @pytest.mark.skipif(not missing_pieces("tensorrt"), reason="TensorRT works here")
@@ -144,7 +142,7 @@ def test_engine_compatibility_on_a_machine_without_tensorrt_or_gpu(monkeypatch):
 def test_parser_errors_name_the_nodes():
     import onnx
 
-    from chase_deploy.engine import _parser_errors
+    from chase_deploy.backends.trt.loader import _parser_errors
 
     class Error:
         def __init__(self, node, desc):

@@ -1,4 +1,4 @@
-"""Channel scores, the exact floor/align-aware selection, counts and the plan."""
+"""Channel scores, the exact floor/round_to-aware selection, counts and the plan."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ from hypothesis import strategies as st
 
 from train.channels import (
     channel_floor,
-    channel_plan,
     channel_stats,
     prune_keys,
     removal_count,
     select_channels,
 )
+from train.plan import plan_from_groups
 
 
 def _walk(
-    keys: list[float], group: list[int], alive: list[int], floors: list[int], align: int, count: int
+    keys: list[float],
+    group: list[int],
+    alive: list[int],
+    floors: list[int],
+    round_to: int,
+    count: int,
 ):
     """The spec, literally: walk channels in ascending key (ties: position), whole chunks per group."""
     order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
@@ -35,8 +40,8 @@ def _walk(
             continue
         pending[g].append(i)
         done = removed[g] + len(pending[g])
-        first = alive[g] % align or align
-        chunk_end = first if removed[g] == 0 else removed[g] + align
+        first = alive[g] % round_to or round_to
+        chunk_end = first if removed[g] == 0 else removed[g] + round_to
         if done < min(chunk_end, alive[g]):
             continue  # the chunk is not complete yet
         if alive[g] - done < floors[g]:
@@ -53,33 +58,35 @@ def _walk(
 
 @st.composite
 def _problem(draw):
-    align = draw(st.sampled_from([1, 1, 2, 4]))
+    round_to = draw(st.sampled_from([1, 1, 2, 4]))
     n_groups = draw(st.integers(1, 5))
     alive = [draw(st.integers(1, 12)) for _ in range(n_groups)]
     floors = [min(a, draw(st.integers(1, 8))) for a in alive]
-    floors = [min(a, math.ceil(f / align) * align) for f, a in zip(floors, alive, strict=True)]
+    floors = [
+        min(a, math.ceil(f / round_to) * round_to) for f, a in zip(floors, alive, strict=True)
+    ]
     group = [g for g, a in enumerate(alive) for _ in range(a)]
     keys = [draw(st.integers(0, 5)) / 2 for _ in group]
     count = draw(st.integers(0, sum(alive)))
-    if align > 1:
-        count = align * (count // align)
-    return keys, group, alive, floors, align, count
+    if round_to > 1:
+        count = round_to * (count // round_to)
+    return keys, group, alive, floors, round_to, count
 
 
 @settings(max_examples=400, deadline=None)
 @given(_problem())
 def test_selection_equals_the_literal_walk(problem) -> None:
-    keys, group, alive, floors, align, count = problem
+    keys, group, alive, floors, round_to, count = problem
     out = select_channels(
-        torch.tensor(keys, dtype=torch.float64), torch.tensor(group), alive, floors, align, count
+        torch.tensor(keys, dtype=torch.float64), torch.tensor(group), alive, floors, round_to, count
     )
-    assert out.tolist() == _walk(keys, group, alive, floors, align, count)
+    assert out.tolist() == _walk(keys, group, alive, floors, round_to, count)
     removed = [sum(1 for i, g in enumerate(group) if g == j and out[i]) for j in range(len(alive))]
     assert sum(removed) <= count
     for a, f, r in zip(alive, floors, removed, strict=True):
         assert a - r >= f or r == 0
-        if r and align > 1:
-            assert (a - r) % align == 0
+        if r and round_to > 1:
+            assert (a - r) % round_to == 0
 
 
 def test_selection_hits_the_count_when_floors_allow() -> None:
@@ -151,7 +158,7 @@ def test_plan_lists_only_layers_that_lost_channels() -> None:
         torch.tensor([False, True, True]),
         torch.ones(2, dtype=torch.bool),
     ]
-    plan = channel_plan(groups, alive)
+    plan = plan_from_groups(groups, alive).to_dict()
     assert plan == {
         "format": "chase-channel-plan",
         "version": 1,

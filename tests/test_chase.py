@@ -87,8 +87,8 @@ class Invariants:
             self.dead[gi] = ~alive
             dead = ~alive
             assert int(alive.sum()) >= group.floor
-            if cfg.align > 1:
-                assert int(alive.sum()) % cfg.align == 0 or int(alive.sum()) == group.width
+            if cfg.round_to > 1:
+                assert int(alive.sum()) % cfg.round_to == 0 or int(alive.sum()) == group.width
             for name in group.producers:
                 mod = self.modules[name]
                 assert int((mod.weight[dead] != 0).sum()) == 0
@@ -117,7 +117,7 @@ class Invariants:
 
 def _plan_consistent(net, chase) -> None:
     mods = dict(net.named_modules())
-    plan = chase.channel_plan()
+    plan = chase.channel_plan().to_dict()
     assert plan["format"] == "chase-channel-plan" and plan["version"] == 1
     for name, entry in plan["layers"].items():
         w = mods[name].weight
@@ -149,8 +149,10 @@ def test_invariants_hold_through_training(overrides: dict) -> None:
     assert [e["step"] for e in channel_events] == [3, 9, 15, 21, 27, 33, 39]
     phase_b = [42] if cfg.after_stop == "freeze" else [42, 48, 54]
     assert [e["step"] for e in explorations] == [6, 12, 18, 24, 30, 36, *phase_b]
-    align = cfg.align
-    expected = align * round_half_up(chase.channels_total * (1 - cfg.channel_sparsity) / align)
+    round_to = cfg.round_to
+    expected = round_to * round_half_up(
+        chase.channels_total * (1 - cfg.channel_sparsity) / round_to
+    )
     assert sum(chase.widths().values()) == expected  # final channel count exactly as scheduled
     assert chase.epoch_metrics()["channel_sparsity"] == pytest.approx(
         1 - expected / chase.channels_total
@@ -186,7 +188,7 @@ def test_prune_skip_prunes_streams_jointly() -> None:
     assert streams and all(len(g.producers) > 1 for g in streams)
     check = Invariants(net, opt, chase)
     _train(net, opt, chase, range(1, 41), check)
-    plan = chase.channel_plan()["layers"]
+    plan = chase.channel_plan().to_dict()["layers"]
     widths = chase.widths()
     assert any(widths[g.name] < g.width for g in streams)
     for g in streams:

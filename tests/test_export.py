@@ -12,11 +12,11 @@ from slim_models import chase_prune, randomize_bn
 
 from chase_deploy.channel_graph import torchscript_module_path
 from chase_deploy.export import export_onnx, restore_layer_names
-from chase_deploy.plan import parse_plan
 from chase_deploy.surgery import slim_model
 from chase_deploy.verify import compare
 from train.errors import BadInput
 from train.models import create_model
+from train.plan import parse_plan
 
 
 def names(model: onnx.ModelProto) -> set[str]:

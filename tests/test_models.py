@@ -16,6 +16,29 @@ def _input(name: str) -> torch.Tensor:
     return torch.randn(2, 3, 16, 16) if name != "resnet_quick" else torch.randn(2, 1, 16, 16)
 
 
+def _norms_reading(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
+    """Producer module name -> the norm layer that reads its output, traced by forward hooks."""
+    made_by: dict[int, str] = {}
+    read_by: dict[str, str] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                source = made_by.get(id(inputs[0]))
+                if source is not None:
+                    read_by[source] = name
+            made_by[id(output)] = name
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return read_by
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_forward_and_groups(name: str) -> None:
     kwargs = SMALL.get(name, {})
@@ -24,6 +47,7 @@ def test_forward_and_groups(name: str) -> None:
     model = create_model(name, num_classes=7, **kwargs).eval()
     with torch.no_grad():
         assert model(_input(name)).shape == (2, 7)
+    norms = _norms_reading(model, _input(name))
     modules = dict(model.named_modules())
     for prune_skip in (False, True):
         for g in model.channel_groups(prune_skip=prune_skip):
@@ -34,7 +58,7 @@ def test_forward_and_groups(name: str) -> None:
                     else modules[p].out_features
                 )
                 assert out == g.width, (name, g.name, p)
-            for n in g.norms:
+            for n in (norms[p] for p in g.producers if p in norms):
                 assert modules[n].num_features == g.width
             for c in g.consumers:
                 inp = (

@@ -10,11 +10,11 @@ from slim_models import ConcatNet, MobileBlock, VGGFlat, chase_prune, randomize_
 
 from chase_deploy.export import export_onnx
 from chase_deploy.flops import layer_costs
-from chase_deploy.plan import parse_plan
 from chase_deploy.surgery import slim_model
 from chase_deploy.verify import compare
 from train.errors import BadInput
 from train.models import create_model, list_models
+from train.plan import parse_plan
 
 # Small inputs keep every registry model fast; the ImageNet stem still leaves a 1x1 map.
 REGISTRY = {

@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from chase_deploy.plan import parse_plan
 from chase_deploy.surgery import slim_model
 from chase_deploy.verify import compare
 from train.errors import BadInput
+from train.plan import parse_plan
 
 C = 6  # channels of the pruned layer
 KEPT = [0, 2, 3, 5]

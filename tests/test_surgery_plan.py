@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from chase_deploy.plan import LayerPlan, load_plan, parse_plan, round_kept
 from train.errors import BadInput
+from train.plan import LayerPlan, load_plan, parse_plan
+from train.rounding import round_kept
 
 
 def plan(**layers):

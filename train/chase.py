@@ -43,6 +43,7 @@ from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
 from train.masks import MASKABLE, apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.models.groups import ChannelGroup
+from train.plan import ChannelPlan, plan_from_groups
 from train.schedules import Timeline, channel_target, growth_extra, hard_prune_rate
 
 STATE_VERSION = 1
@@ -181,9 +182,9 @@ class Chase:
         ]
         return amenable_fractions(self.layer_names, self._params, rows)
 
-    def channel_plan(self) -> dict:
+    def channel_plan(self) -> ChannelPlan:
         """Kept output channels of every producer that lost some (the DESIGN.md contract)."""
-        return channels.channel_plan([(gr.producers, gr.width) for gr in self._groups], self.alive)
+        return plan_from_groups([(gr.producers, gr.width) for gr in self._groups], self.alive)
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -364,7 +365,7 @@ class Chase:
             target = channel_target(
                 t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
             )
-        count = channels.removal_count(sum(self._widths), self.channels_total, target, cfg.align)
+        count = channels.removal_count(sum(self._widths), self.channels_total, target, cfg.round_to)
         removed = self._remove_channels(count) if count > 0 else 0
         self._agree("channel event", now)
         return {
@@ -382,7 +383,7 @@ class Chase:
         candidates = alive.nonzero().squeeze(1)
         floors = [gr.floor for gr in self._groups]
         chosen = channels.select_channels(
-            keys[candidates], group_ids[candidates], self._widths, floors, self.cfg.align, count
+            keys[candidates], group_ids[candidates], self._widths, floors, self.cfg.round_to, count
         )
         dead = torch.zeros_like(alive)
         dead[candidates[chosen]] = True
@@ -398,43 +399,25 @@ class Chase:
 
     def _channel_keys(self) -> tuple[Tensor, Tensor]:
         """Prune-order keys for every channel of every group (alive or not), and group ids."""
-        sums, nonzeros, fans, ids = [], [], [], []
-        for gi, gr in enumerate(self._groups):
-            abs_sum, nonzero, fan = channels.channel_stats([self._weight(n) for n in gr.producers])
-            sums.append(abs_sum)
-            nonzeros.append(nonzero)
-            fans.append(
-                torch.full((gr.width,), float(fan), dtype=torch.float64, device=self._device)
-            )
-            ids.append(torch.full((gr.width,), gi, dtype=torch.long, device=self._device))
-        keys = channels.prune_keys(
-            torch.cat(sums), torch.cat(nonzeros), torch.cat(fans), self.cfg.criterion, self._rng
+        stats = channels.GroupStats.of(
+            [[self._modules[n].weight.detach() for n in gr.producers] for gr in self._groups]
         )
-        return keys, torch.cat(ids)
+        return stats.keys(self.cfg.criterion, self._rng), stats.group
 
     def _kill(self, group: _Group, dead: Tensor) -> None:
-        """Mask the producers' rows (and bias) and the consumers' columns of the dead channels."""
+        """Mask every entry the dead channels occupy (``channels.removed_entries``)."""
         with torch.no_grad():
-            for name in group.producers:
-                self._weight_mask(name)[dead] = False
-                bias = getattr(self._modules[name], "bias", None)
-                if bias is not None:
-                    key = f"{name}.bias"
-                    mask = self._extra.setdefault(key, torch.ones_like(bias, dtype=torch.bool))
-                    mask[dead] = False
-            for name in group.consumers:
-                self._weight_mask(name)[:, dead] = False
+            for name, index in channels.removed_entries(
+                self._modules, group.producers, group.consumers, dead
+            ):
+                self._mask(name)[index] = False
 
-    def _weight(self, module: str) -> Tensor:
-        return self._modules[module].weight.detach()
-
-    def _weight_mask(self, module: str) -> Tensor:
-        """The mask of a module's weight: its sparse mask, or a channel-only mask for dense layers."""
-        key = f"{module}.weight"
-        if key in self._index:
-            return self._masks[self._index[key]]
-        weight = self._modules[module].weight
-        return self._extra.setdefault(key, torch.ones_like(weight, dtype=torch.bool))
+    def _mask(self, name: str) -> Tensor:
+        """The mask of a parameter: its sparse mask, or a channel-only mask for dense ones."""
+        if name in self._index:
+            return self._masks[self._index[name]]
+        param = self._params_by_name[name]
+        return self._extra.setdefault(name, torch.ones_like(param, dtype=torch.bool))
 
     # ------------------------------------------------------------------------------------------
     # Plumbing
@@ -475,7 +458,7 @@ class Chase:
                 if name in seen_c:
                     raise ValueError(f"channel group {g.name!r}: {name} reads two groups")
                 seen_c.add(name)
-            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, cfg.align)
+            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, cfg.round_to)
             out.append(_Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor))
         return out
 

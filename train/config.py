@@ -46,6 +46,7 @@ def _f(
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "fashion_mnist", "mnist")
 CRITERIA = ("umm", "ws", "mmm", "random", "umm_reverse", "ws_reverse", "mmm_reverse")
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")  # of TensorRT engines (recipe and `build --precision`)
 
 
 @dataclass
@@ -112,8 +113,13 @@ class ChaseConfig:
     channel_schedule: str = _f("cubic", choices=("cubic", "cosine"))
     beta: float = _f(0.5, lo=0.0, hi=1.0)
     criterion: str = _f("umm", choices=CRITERIA)
-    align: int = _f(1, lo=1, hi=512)
+    align: int = _f(1, lo=1, hi=512, help="width rounding during training (train.rounding)")
     prune_skip: bool = _f(False)
+
+    @property
+    def round_to(self) -> int:
+        """Width rounding (``train.rounding``); the recipe contract names it ``chase.align``."""
+        return self.align
 
 
 # The paper's / released code's vocabulary, accepted where it is unambiguous.
@@ -140,7 +146,7 @@ class DeployConfig:
     duration_s: float = _f(2.0, lo=0.0, lo_open=True, hi=3600.0)
     warmup_ms: float = _f(200.0, lo=0.0)
     threads: int | None = _f(None, lo=1, hi=1024)
-    precision: str = _f("fp32", choices=("fp32", "fp16", "bf16"))
+    precision: str = _f("fp32", choices=PRECISIONS)
 
 
 @dataclass

@@ -17,7 +17,6 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.accuracy import count_correct
 from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import Recipe, explore_until_epoch
@@ -45,36 +45,12 @@ from train.errors import BadInput
 from train.metrics import MetricsLog
 from train.models import create_model, model_kwargs
 from train.optim import build_optimizer, lr_at, set_lr
+from train.plan import ChannelPlan, empty_plan
 from train.progress import Progress, log
+from train.run_dir import RunDir
 
-EMPTY_PLAN = {"format": "chase-channel-plan", "version": 1, "layers": {}}
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
 DEBUG_KILL_ENV = "CHASE_DEPLOY_DEBUG_SIGKILL_AT"  # "RANK:STEP": that rank kills itself after STEP
-
-
-@dataclass
-class RunPaths:
-    out: Path
-
-    @property
-    def last(self) -> Path:
-        return self.out / "checkpoints" / "last.pt"
-
-    @property
-    def final(self) -> Path:
-        return self.out / "final.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / "metrics.jsonl"
-
-    @property
-    def plan(self) -> Path:
-        return self.out / "channel_plan.json"
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
 
 
 def select_device(name: str) -> torch.device:
@@ -110,7 +86,7 @@ def train(recipe: Recipe, out: Path, *, resume: str | None = None, device: str =
         torch.cuda.set_device(dev)
     dist_info = init_distributed(dev)
     try:
-        return Trainer(recipe, RunPaths(Path(out)), dev, dist_info).fit(resume)
+        return Trainer(recipe, RunDir(Path(out)), dev, dist_info).fit(resume)
     except BaseException as e:
         # The traceback's frames hold the trainer, its DDP wrapper and so the process group:
         # let them go, so that shutdown() really frees the group before the interpreter exits.
@@ -133,7 +109,7 @@ def _debug_dump_exit(info: DistInfo) -> None:
 
 class Trainer:
     def __init__(
-        self, recipe: Recipe, paths: RunPaths, device: torch.device, dist_info: DistInfo
+        self, recipe: Recipe, paths: RunDir, device: torch.device, dist_info: DistInfo
     ) -> None:
         self.recipe, self.paths, self.device, self.dist = recipe, paths, device, dist_info
         self.main = dist_info.is_main
@@ -222,7 +198,7 @@ class Trainer:
                 save_checkpoint(self.paths.last, self._checkpoint(full=True))
         if self.main:
             save_checkpoint(self.paths.final, self._checkpoint(full=False))
-            write_json(self.paths.plan, self._plan())
+            write_json(self.paths.plan, self._plan().to_dict())
             log(f"wrote {self.paths.final} and {self.paths.plan}", self.main)
         self._debug_dump()
         return self.paths.final
@@ -284,7 +260,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @torch.no_grad()
     def evaluate(self) -> float:
         """Top-1 accuracy over the whole validation set, each sample counted once across ranks.
 
@@ -293,16 +268,15 @@ class Trainer:
         """
         self.net.eval()
         sync_buffers(self.model)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
-        total = 0
-        for x, y in self.data.val.batches(0):
-            x, y = x.to(self.device), y.to(self.device)
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(self.device)
             if self.device.type == "cuda" and self.recipe.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                logits = self.model(x)
-            correct += (logits.argmax(1) == y).sum()
-            total += len(y)
+                return self.model(x)
+
+        (correct,), total = count_correct([predict], self.data.val.batches(0))
         c, t = all_reduce_sum([float(correct), float(total)], self.device)
         return c / max(t, 1.0)
 
@@ -344,8 +318,8 @@ class Trainer:
         m = self.chase.epoch_metrics()
         return {"density": float(m["density"]), "channel_sparsity": float(m["channel_sparsity"])}
 
-    def _plan(self) -> dict:
-        return self.chase.channel_plan() if self.chase is not None else dict(EMPTY_PLAN)
+    def _plan(self) -> ChannelPlan:
+        return self.chase.channel_plan() if self.chase is not None else empty_plan()
 
     def _checkpoint(self, *, full: bool) -> dict[str, Any]:
         masks = (
@@ -357,7 +331,7 @@ class Trainer:
             "model": {"name": self.recipe.model.name, "kwargs": dict(self.recipe.model.kwargs)},
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "masks": masks,
-            "channel_plan": self._plan(),
+            "channel_plan": self._plan().to_dict(),
             "recipe": self.recipe.to_dict(),
             "progress": {"epoch": self.epoch, "step": self.step},
             "input_shape": list(self.data.input_shape),
@@ -375,7 +349,7 @@ class Trainer:
         return ckpt
 
     def _prepare_out_dir(self, resume: str | None) -> None:
-        out = self.paths.out
+        out = self.paths.path
         ckpt = self._load_resume(resume)
         if ckpt is not None:
             self._restore(ckpt, resume if resume != "auto" else str(self.paths.last))
@@ -396,7 +370,7 @@ class Trainer:
             return source
         if self.paths.last.exists() or self.paths.final.exists():
             raise BadInput(
-                f"{self.paths.out} already holds a run; pass --resume auto to continue it or --out to start a new one"
+                f"{self.paths.path} already holds a run; pass --resume auto to continue it or --out to start a new one"
             )
         return None
 

@@ -56,7 +56,7 @@ def get_backend(name: str, threads: int | None = None, **options) -> Backend:
     """
     require_backend(name)
     if name == "tensorrt":
-        from chase_deploy.backends.trt_native import TensorRTBackend
+        from chase_deploy.backends.trt.backend import TensorRTBackend
 
         return TensorRTBackend(threads=threads, **options)
     from chase_deploy.backends.ort import OrtBackend, OrtCudaBackend, OrtTensorrtBackend

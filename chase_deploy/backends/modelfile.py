@@ -8,7 +8,6 @@ TensorRT backend may still try to deserialize it as an engine built elsewhere.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,10 +15,10 @@ from typing import Literal
 import numpy as np
 
 from chase_deploy.backends.base import InputSpec
+from chase_deploy.backends.trt.sidecar import SIDECAR_SUFFIX, read_sidecar
 from chase_deploy.errors import BadInput
 
 Kind = Literal["onnx", "engine", "unknown"]
-SIDECAR_SUFFIX = ".json"
 
 
 @dataclass(frozen=True)
@@ -40,12 +39,6 @@ class ModelFile:
         )
 
 
-def sidecar_path(engine: str | Path) -> Path:
-    """Where an engine's build description lives: ``ENGINE.json`` beside it."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + SIDECAR_SUFFIX)
-
-
 def inspect_model_file(path: str | Path) -> ModelFile:
     """Classify ``path`` as ONNX, one of our engines, or unknown; BadInput if it cannot be read."""
     path = Path(path)
@@ -64,22 +57,6 @@ def inspect_model_file(path: str | Path) -> ModelFile:
     if sidecar is not None:
         return ModelFile(path, "engine", sidecar=sidecar, why_not_onnx=why)
     return ModelFile(path, "unknown", why_not_onnx=why)
-
-
-def read_sidecar(engine: str | Path) -> dict | None:
-    """The engine's sidecar as written by ``build``, or None when there is none."""
-    from chase_deploy.engine import SIDECAR_FORMAT
-
-    side = sidecar_path(engine)
-    if not side.is_file():
-        return None
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BadInput(f"engine sidecar {side} is not valid JSON ({e}): rebuild the engine") from e
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        return None
-    return data
 
 
 def _parse_onnx(data: bytes):

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
-ALL_CRITERIA = "umm,ws,mmm,random,umm_reverse,ws_reverse,mmm_reverse"
+from chase_deploy.commands.params import FractionList, NameList
+from train.config import CRITERIA
 
 
 @click.command("ablate")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
     "--criteria",
-    default=ALL_CRITERIA,
+    type=NameList(CRITERIA, "criterion"),
+    default=",".join(CRITERIA),
     show_default=True,
     metavar="NAME,NAME,...",
     help="Channel scores to compare: umm, ws, mmm, random and the *_reverse orders.",
@@ -21,6 +23,7 @@ ALL_CRITERIA = "umm,ws,mmm,random,umm_reverse,ws_reverse,mmm_reverse"
 @click.option(
     "--channel-sparsity",
     "sparsities",
+    type=FractionList("the fraction of channels removed", "0.1,0.2,0.3,0.5"),
     default="0.1,0.2,0.3,0.5",
     show_default=True,
     metavar="S,S,...",
@@ -35,23 +38,24 @@ ALL_CRITERIA = "umm,ws,mmm,random,umm_reverse,ws_reverse,mmm_reverse"
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
-def command(run_dir: Path, criteria: str, sparsities: str, out: Path | None, device: str) -> None:
+def command(
+    run_dir: Path, criteria: list[str], sparsities: list[float], out: Path | None, device: str
+) -> None:
     """Compare channel criteria by pruning an unstructured run once and measuring accuracy.
 
     RUN_DIR must come from `chase-deploy train` with chase.channel_sparsity 0 (no channels
-    removed). For every criterion and sparsity the channels are chosen by the Chase controller's
-    own scoring and selection (the recipe's beta floor and align), removed from final.pt without
-    retraining, and the model is evaluated on the validation set of the run's recipe. Writes
-    ablate.md (criteria x sparsities table), ablate.json and ablate.png.
+    removed). For every criterion and sparsity the channels are chosen by the Chase
+    controller's own scoring and selection (the recipe's beta floor and chase.align width
+    rounding), removed from final.pt without retraining, and the model is evaluated on the
+    validation set of the run's recipe. Writes ablate.md (criteria x sparsities table),
+    ablate.json and ablate.png.
 
     \b
     Examples:
       chase-deploy ablate runs/fmnist/chase_unstructured
       chase-deploy ablate runs/fmnist/chase_unstructured --criteria umm,ws,random --channel-sparsity 0.3,0.5
     """
-    from chase_deploy.ablate import ablate_run, parse_criteria, parse_sparsities
-
-    names, values = parse_criteria(criteria), parse_sparsities(sparsities)
+    from chase_deploy.ablate import ablate_run
 
     def report(cut) -> None:
         click.echo(
@@ -59,5 +63,5 @@ def command(run_dir: Path, criteria: str, sparsities: str, out: Path | None, dev
             f"top-1 {100 * cut.val_acc:.2f} %"
         )
 
-    path = ablate_run(run_dir, names, values, out, device=device, on_result=report)
+    path = ablate_run(run_dir, criteria, sparsities, out, device=device, on_result=report)
     click.echo(f"wrote {path}, ablate.json and ablate.png")

@@ -22,7 +22,7 @@ def command(run_dir: Path, out: Path | None) -> None:
     sparse-amenable channels per layer over training by UMM and WS at each threshold v, the
     paper's Figure 2), widths.png (kept channels per prunable layer, Table 15), density.png
     (non-zero fraction per layer), schedules.png (density and channel sparsity over steps, with
-    exploration and channel events), curves.png (loss and accuracy) and summary.md.
+    exploration and channel events), curves.png (loss, accuracy and sparsity) and summary.md.
 
     \b
     Examples:

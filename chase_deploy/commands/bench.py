@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from chase_deploy.commands.params import BatchSizes, FloatRange, IntRange
+
 
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL ...]")
@@ -16,7 +18,8 @@ import click
 )
 @click.option(
     "--batch",
-    "batch",
+    "batches",
+    type=BatchSizes(),
     default="1,8,32",
     show_default=True,
     metavar="N,N,...",
@@ -24,27 +27,39 @@ import click
 )
 @click.option(
     "--warmup-ms",
-    default="200",
+    type=FloatRange(min=0, hint="a number >= 0"),
+    default=200,
     metavar="MS",
     show_default=True,
     help="Warm-up time per model and batch size.",
 )
 @click.option(
     "--duration-s",
-    default="2",
+    type=FloatRange(min=0, min_open=True, hint="a number > 0"),
+    default=2,
     metavar="S",
     show_default=True,
     help="Measured time per model and batch size.",
 )
 @click.option(
     "--threads",
+    type=IntRange(min=1, hint="a positive integer"),
     default=None,
     metavar="N",
     help="ONNX Runtime intra-op threads [default: all available cores].",
 )
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the results as JSON.")
 @click.option("--plot", "plot_out", default=None, metavar="OUT.png", help="Write a PNG plot.")
-def command(models, backend, batch, warmup_ms, duration_s, threads, json_out, plot_out):
+def command(
+    models: tuple[str, ...],
+    backend: str,
+    batches: list[int],
+    warmup_ms: float,
+    duration_s: float,
+    threads: int | None,
+    json_out: str | None,
+    plot_out: str | None,
+) -> None:
     """Benchmark MODELs (.onnx files or TensorRT engines) the same way, in one interleaved run.
 
     Per batch size the models are warmed up, then take turns in short slices (A B A B ...) so
@@ -61,28 +76,24 @@ def command(models, backend, batch, warmup_ms, duration_s, threads, json_out, pl
     from pathlib import Path
 
     from chase_deploy.backends import check_name
-    from chase_deploy.bench import benchmark, format_table, parse_batches, write_results
-    from chase_deploy.engine import check_writable
+    from chase_deploy.bench import benchmark, format_table, write_results
     from chase_deploy.errors import BadInput
+    from chase_deploy.writable import check_writable_file
 
     check_name(backend)
-    batches = parse_batches(batch)
-    warmup = _number("--warmup-ms", warmup_ms, minimum=0.0)
-    duration = _number("--duration-s", duration_s, minimum=0.0, strict=True)
-    n_threads = None if threads is None else _positive_int("--threads", threads)
     if json_out is not None:
-        check_writable(Path(json_out), "--json")
+        check_writable_file(Path(json_out), "--json")
     if plot_out is not None:
         if Path(plot_out).suffix.lower() != ".png":
             raise BadInput(f"--plot {plot_out}: the plot is a PNG, give a path ending in .png")
-        check_writable(Path(plot_out), "--plot")
+        check_writable_file(Path(plot_out), "--plot")
     result = benchmark(
         list(models),
         backend=backend,
         batches=batches,
-        warmup_ms=warmup,
-        duration_s=duration,
-        threads=n_threads,
+        warmup_ms=warmup_ms,
+        duration_s=duration_s,
+        threads=threads,
         log=lambda line: click.echo(line, err=True),
     )
     click.echo(format_table(result))
@@ -93,28 +104,3 @@ def command(models, backend, batch, warmup_ms, duration_s, threads, json_out, pl
     for path in (json_out, plot_out):
         if path is not None:
             click.echo(f"wrote {path}", err=True)
-
-
-def _number(option: str, text: str, minimum: float, strict: bool = False) -> float:
-    from chase_deploy.errors import BadInput
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if (
-        not (value > minimum if strict else value >= minimum)
-        or value != value
-        or value == float("inf")
-    ):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise BadInput(f"{option} {text!r}: give a number {bound}")
-    return value
-
-
-def _positive_int(option: str, text: str) -> int:
-    from chase_deploy.errors import BadInput
-
-    if not str(text).strip().isdigit() or int(text) < 1:
-        raise BadInput(f"{option} {text!r}: give a positive integer")
-    return int(text)

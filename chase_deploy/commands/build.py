@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from chase_deploy.commands.params import BatchProfile, IntRange, OneOf
+from train.config import PRECISIONS
+
 
 @click.command("build")
 @click.argument("model", metavar="MODEL.onnx")
@@ -11,17 +14,25 @@ import click
     "--out", default=None, metavar="ENGINE", help="Engine path [default: MODEL with .engine]."
 )
 @click.option(
-    "--precision", default="fp32", metavar="NAME", show_default=True, help="fp32 | fp16 | bf16."
+    "--precision",
+    type=OneOf(PRECISIONS),
+    default="fp32",
+    metavar="NAME",
+    show_default=True,
+    help="fp32 | fp16 | bf16.",
 )
 @click.option(
     "--batch",
+    "profile",
+    type=BatchProfile(),
     default=None,
     metavar="MIN:OPT:MAX",
     help="Optimization profile of the batch axis [default: 1:8:32, or the model's fixed batch].",
 )
 @click.option(
     "--workspace-mib",
-    default="1024",
+    type=IntRange(min=1, hint="a positive integer"),
+    default=1024,
     metavar="MIB",
     show_default=True,
     help="Builder workspace limit.",
@@ -29,7 +40,14 @@ import click
 @click.option(
     "--timing-cache", default=None, metavar="FILE", help="Reuse and update kernel timings."
 )
-def command(model, out, precision, batch, workspace_mib, timing_cache):
+def command(
+    model: str,
+    out: str | None,
+    precision: str,
+    profile: tuple[int, int, int] | None,
+    workspace_mib: int,
+    timing_cache: str | None,
+) -> None:
     """Build a TensorRT engine from MODEL.onnx and write ENGINE plus ENGINE.json.
 
     The sidecar records the TensorRT version, GPU name and compute capability, precision,
@@ -46,19 +64,15 @@ def command(model, out, precision, batch, workspace_mib, timing_cache):
     """
     from pathlib import Path
 
-    from chase_deploy.engine import build_engine, parse_profile
-    from chase_deploy.errors import BadInput
+    from chase_deploy.backends.trt.loader import build_engine
 
-    if not workspace_mib.strip().isdigit() or int(workspace_mib) < 1:
-        raise BadInput(f"--workspace-mib {workspace_mib!r}: give a positive integer")
-    profile = parse_profile(batch) if batch is not None else None
     out_path = Path(out) if out is not None else Path(model).with_suffix(".engine")
     path = build_engine(
         model,
         out_path,
         precision=precision,
         batch=profile,
-        workspace_mib=int(workspace_mib),
+        workspace_mib=workspace_mib,
         timing_cache=timing_cache,
     )
     click.echo(f"wrote {path} and {path.name}.json")

@@ -23,7 +23,8 @@ def command(path: Path, as_json: bool) -> None:
     """
     import json
 
-    from chase_deploy.inspect import format_table, inspect_path
+    from chase_deploy.inspect import inspect_path
+    from chase_deploy.layer_table import format_table
     from train.errors import BadInput
 
     if not path.is_file():

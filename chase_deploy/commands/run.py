@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chase_deploy.recipe_options import out_dir, recipe_options
+from chase_deploy.commands.recipe_options import out_dir, recipe_options
 
 
 @click.command("run")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from chase_deploy.commands.params import InputShape
+
 
 @click.command("slim")
 @click.argument(
@@ -36,6 +38,7 @@ import click
 )
 @click.option(
     "--input-shape",
+    type=InputShape(),
     default=None,
     metavar="N,C,H,W",
     help="Export input shape; overrides the checkpoint's input_shape.",
@@ -55,7 +58,7 @@ def command(
     plan_path: Path | None,
     round_to: int,
     opset: int | None,
-    input_shape: str | None,
+    input_shape: tuple[int, ...] | None,
     exporter: str | None,
     allow_lossy: bool,
 ) -> None:
@@ -73,6 +76,7 @@ def command(
     """
     from chase_deploy import slim
     from train.errors import BadInput
+    from train.run_dir import RunDir
 
     if plan_path is not None or source.suffix.lower() == ".onnx":
         if plan_path is None:
@@ -97,20 +101,19 @@ def command(
         )
         written = [str(out), str(slim.report_path_for(out))]
     else:
-        shape = slim.parse_input_shape(input_shape) if input_shape else None
         report = slim.slim_checkpoint(
             source,
             out,
             round_to=round_to,
             opset=opset or 18,
-            input_shape=shape,
+            input_shape=input_shape,
             exporter=exporter or "dynamo",
             allow_lossy=allow_lossy,
         )
         written = [
             report["onnx"]["dense"],
             report["onnx"]["slim"],
-            str(Path(report["onnx"]["slim"]).parent / "slim_report.json"),
+            str(RunDir(Path(report["onnx"]["slim"]).parent).slim_report),
         ]
     click.echo(_summary(report))
     click.echo("wrote " + ", ".join(written))

@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     args = parser.parse_args()
 
-    from chase_deploy.bench import benchmark, format_table, parse_batches
+    from chase_deploy.bench import benchmark, format_table
+    from chase_deploy.commands.params import BatchSizes
 
     with tempfile.TemporaryDirectory() as tmp:
         full = export(args.width, Path(tmp) / f"w{args.width}.onnx")
@@ -57,7 +58,7 @@ def main() -> None:
         half = export(args.width // 2, Path(tmp) / f"w{args.width // 2}.onnx")
         result = benchmark(
             [full, copy, half],
-            batches=parse_batches(args.batch),
+            batches=BatchSizes().convert(args.batch, None, None),
             duration_s=args.duration_s,
             threads=args.threads,
         )

@@ -25,9 +25,5 @@ class Splits:
     mirror_ok: bool = True
 
     @property
-    def native_size(self) -> int:
-        return int(self.train_x.shape[-1])
-
-    @property
     def channels(self) -> int:
         return int(self.train_x.shape[1])

@@ -11,14 +11,14 @@ class ChannelGroup:
 
     ``producers`` are Conv/Linear module names whose weight rows (dim 0) are the channels; an
     ordinary group has one producer, a residual stream (``prune_skip``) has every conv summed into
-    the stream. ``norms`` are the norm layers over those channels (sliced at export). ``consumers``
-    are Conv/Linear modules whose weight columns (dim 1) read the channels. All producers of a
-    group share one channel index space of size ``width``.
+    the stream. ``consumers`` are Conv/Linear modules whose weight columns (dim 1) read the
+    channels. All producers of a group share one channel index space of size ``width``. Norm
+    layers over the channels need no entry: training leaves them dense, and ``slim`` finds and
+    slices them in the exported graph.
     """
 
     name: str
     producers: tuple[str, ...]
-    norms: tuple[str, ...]
     consumers: tuple[str, ...]
     width: int
     kind: str = "block"  # "block" (a conv inside a block) or "stream" (a residual stream)

@@ -35,7 +35,6 @@ class MLP(nn.Module):
             ChannelGroup(
                 name=names[i],
                 producers=(names[i],),
-                norms=(f"norms.{i}",),
                 consumers=(names[i + 1],),
                 width=self.hidden[i].out_features,
             )

@@ -111,12 +111,10 @@ class ResNet(nn.Module):
             internal = ["conv1", "conv2"] if isinstance(block, Bottleneck) else ["conv1"]
             following = {"conv1": "conv2", "conv2": "conv3"}
             for conv in internal:
-                norm = "bn" + conv[-1]
                 groups.append(
                     ChannelGroup(
                         name=f"{name}.{conv}",
                         producers=(f"{name}.{conv}",),
-                        norms=(f"{name}.{norm}",),
                         consumers=(f"{name}.{following[conv]}",),
                         width=getattr(block, conv).out_channels,
                     )
@@ -136,7 +134,7 @@ class ResNet(nn.Module):
         # A stream starts at the stem or at a block with a projection shortcut; identity blocks
         # add their last conv to it. Everything that reads the stream is a consumer.
         streams: list[dict] = []
-        current = {"producers": ["conv1"], "norms": ["bn1"], "consumers": [], "merged": False}
+        current = {"producers": ["conv1"], "consumers": [], "merged": False}
         for name, block in self._blocks():
             last = "conv3" if isinstance(block, Bottleneck) else "conv2"
             current["consumers"].append(f"{name}.conv1")
@@ -145,14 +143,12 @@ class ResNet(nn.Module):
                 streams.append(current)
                 current = {
                     "producers": [f"{name}.downsample.0"],
-                    "norms": [f"{name}.downsample.1"],
                     "consumers": [],
                     "merged": True,
                 }
             else:
                 current["merged"] = True
             current["producers"].append(f"{name}.{last}")
-            current["norms"].append(f"{name}.bn{last[-1]}")
         current["consumers"].append("fc")
         streams.append(current)
         modules = dict(self.named_modules())
@@ -160,7 +156,6 @@ class ResNet(nn.Module):
             ChannelGroup(
                 name=f"stream.{s['producers'][0]}",
                 producers=tuple(s["producers"]),
-                norms=tuple(s["norms"]),
                 consumers=tuple(s["consumers"]),
                 width=modules[s["producers"][0]].out_channels,
                 kind="stream",

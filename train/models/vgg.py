@@ -75,7 +75,6 @@ class VGG(nn.Module):
                 ChannelGroup(
                     name=f"features.{i}",
                     producers=(f"features.{i}",),
-                    norms=(f"features.{i + 1}",),
                     consumers=(f"features.{j}",),
                     width=conv.out_channels,
                 )

@@ -1,20 +1,25 @@
 """Channel plans: which output channels each producing layer keeps (the contract of DESIGN.md).
 
-A plan is parsed and checked here once, so the surgery can trust it: keys are strings, every
-``kept`` set is sorted, unique, non-empty and inside ``[0, out_channels)``. Whether a key names a
-layer of a given graph, and whether coupled layers agree, is the surgery's business.
+Training produces the plan (``plan_from_groups``: the Chase controller's alive channels, written to
+``channel_plan.json`` and into every checkpoint) and ``slim`` consumes it, so the one typed
+definition lives here, on the producing side; ``chase_deploy`` imports it. A plan is parsed and
+checked here once, so the surgery can trust it: keys are strings, every ``kept`` set is sorted,
+unique, non-empty and inside ``[0, out_channels)``. Whether a key names a layer of a given graph,
+and whether coupled layers agree, is the surgery's business.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from train.errors import BadInput
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 FORMAT = "chase-channel-plan"
 VERSION = 1
@@ -34,9 +39,12 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class ChannelPlan:
+    """Kept channels per producing layer; layers not listed keep all of theirs."""
+
     layers: dict[str, LayerPlan]
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the contract (``channel_plan.json``, a checkpoint's ``channel_plan``)."""
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -48,7 +56,26 @@ class ChannelPlan:
 
 
 def empty_plan() -> ChannelPlan:
+    """The plan of a run that pruned no channels."""
     return ChannelPlan({})
+
+
+def plan_from_groups(
+    groups: Sequence[tuple[Sequence[str], int]], alive: Sequence[Tensor]
+) -> ChannelPlan:
+    """Kept indices of every producer of a group that lost channels.
+
+    ``groups`` holds (producer module names, width) per group, ``alive`` its bool keep vector;
+    every producer of a group (a residual stream has several) lists the same kept set.
+    """
+    layers: dict[str, LayerPlan] = {}
+    for (producers, width), keep in zip(groups, alive, strict=True):
+        kept = tuple(keep.nonzero().squeeze(1).tolist())
+        if len(kept) == width:
+            continue
+        for name in producers:
+            layers[name] = LayerPlan(width, kept)
+    return ChannelPlan(layers)
 
 
 def load_plan(path: str | Path) -> ChannelPlan:
@@ -107,20 +134,6 @@ def _parse_layer(name: str, entry: Any, source: str) -> LayerPlan:
     if kept != sorted(kept):
         raise BadInput(f"{where}: kept must be sorted ascending")
     return LayerPlan(out, tuple(kept))
-
-
-def round_kept(
-    kept: tuple[int, ...], out_channels: int, multiple: int, scores: np.ndarray
-) -> tuple[int, ...]:
-    """Widen ``kept`` to a multiple of ``multiple`` (capped at ``out_channels``) with the best
-    remaining channels by ``scores`` (ties: lower index first), so the result stays sorted."""
-    if multiple <= 1 or len(kept) % multiple == 0:
-        return kept
-    target = min(out_channels, -(-len(kept) // multiple) * multiple)
-    chosen = set(kept)
-    rest = [i for i in range(out_channels) if i not in chosen]
-    rest.sort(key=lambda i: (-float(scores[i]), i))
-    return tuple(sorted(chosen.union(rest[: target - len(kept)])))
 
 
 def _one_line(e: Exception) -> str:

@@ -33,7 +33,7 @@ class TrtRunner:
     def __init__(self, plan: bytes, source: str | Path, cuda_graph: bool = True):
         import tensorrt as trt
 
-        from chase_deploy.engine import trt_logger
+        from chase_deploy.backends.trt.logger import trt_logger
 
         self.source = str(source)
         self.logger = trt_logger()
@@ -56,8 +56,7 @@ class TrtRunner:
     @classmethod
     def from_file(cls, path: str | Path, cuda_graph: bool = True) -> TrtRunner:
         """Load an engine file after checking its sidecar against this machine."""
-        from chase_deploy.backends.modelfile import read_sidecar
-        from chase_deploy.engine import check_engine_compatible
+        from chase_deploy.backends.trt.sidecar import check_engine_compatible, read_sidecar
 
         sidecar = read_sidecar(path)
         if sidecar is not None:

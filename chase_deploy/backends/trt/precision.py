@@ -18,8 +18,8 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from chase_deploy.errors import BadInput
+from train.config import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 FP16_MAX = 65504.0
 BF16_MIN_OPSET = 22  # first opset whose Conv, pooling and Resize accept bfloat16
 

@@ -1,4 +1,4 @@
-"""The ``tensorrt`` backend: TensorRT engines run by ``trt_runtime.TrtRunner``.
+"""The ``tensorrt`` backend of ``bench``: TensorRT engines run by ``runner.TrtRunner``.
 
 Engine files are checked against their sidecar and run as built. ONNX files are built in
 memory first, with one optimization profile per requested batch size (min = opt = max), so
@@ -51,7 +51,7 @@ class TensorRTBackend(Backend):
         self._runners: list = []
 
     def load(self, path: Path, batches: Sequence[int]) -> TrtModel:
-        from chase_deploy.trt_runtime import TrtRunner
+        from chase_deploy.backends.trt.runner import TrtRunner
 
         model_file = inspect_model_file(path)
         if model_file.kind == "onnx":
@@ -66,7 +66,7 @@ class TensorRTBackend(Backend):
 
     def _engine_without_sidecar(self, model_file):
         """An engine built elsewhere (trtexec, another tool): TensorRT itself is the judge."""
-        from chase_deploy.trt_runtime import TrtRunner
+        from chase_deploy.backends.trt.runner import TrtRunner
 
         try:
             return TrtRunner.from_file(model_file.path, self.cuda_graph)
@@ -81,7 +81,7 @@ class TensorRTBackend(Backend):
 
         from chase_deploy.backends.base import check_batches
         from chase_deploy.backends.modelfile import onnx_inputs
-        from chase_deploy.engine import build_plan
+        from chase_deploy.backends.trt.loader import build_plan
 
         try:
             model = onnx.load(str(path))

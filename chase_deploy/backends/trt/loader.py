@@ -2,10 +2,11 @@
 
 An engine only runs on the TensorRT version and GPU model that built it, so ``build`` writes
 ``ENGINE.json`` beside it (TensorRT version, GPU name and compute capability, precision,
-optimization profile, sha256 of the source ONNX) and the runtime checks it before loading.
+optimization profile, sha256 of the source ONNX; see ``sidecar``) and the runner checks it
+before loading.
 
 Precision: TensorRT 10 takes builder flags (FP16/BF16, weakly typed). TensorRT 11 is strongly
-typed and has no such flags, so the ONNX model itself is converted first (``precision.py``),
+typed and has no such flags, so the ONNX model itself is converted first (``precision``),
 keeping fp32 inputs and outputs. TF32 stays at TensorRT's default (on) for fp32 engines.
 """
 
@@ -17,26 +18,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from chase_deploy.backends.trt.logger import trt_logger
+from chase_deploy.backends.trt.sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.writable import check_writable_file
 
-SIDECAR_FORMAT = "chase-deploy-engine"
-SIDECAR_VERSION = 1
 DEFAULT_PROFILE = (1, 8, 32)
 
 Profile = tuple[int, int, int]
-
-
-def parse_profile(text: str) -> Profile:
-    """``MIN:OPT:MAX`` (or one number for a fixed batch) as three positive, ordered ints."""
-    parts = text.split(":")
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise BadInput(f"--batch {text!r}: give MIN:OPT:MAX as positive integers, e.g. 1:8:32")
-    lo, opt, hi = (int(p) for p in parts)
-    if not lo <= opt <= hi:
-        raise BadInput(f"--batch {text!r}: need MIN <= OPT <= MAX, e.g. 1:8:32")
-    return lo, opt, hi
 
 
 def require_tensorrt(what: str = "chase-deploy build") -> None:
@@ -61,9 +50,8 @@ def build_engine(
     ``batch`` is the (min, opt, max) profile of the batch axis; None takes the model's fixed
     batch, or the default profile for a dynamic one.
     """
-    from chase_deploy.backends.modelfile import sidecar_path
-    from chase_deploy.precision import PRECISIONS
     from train.atomic import atomic_path
+    from train.config import PRECISIONS
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if precision not in PRECISIONS:
@@ -73,10 +61,10 @@ def build_engine(
     model = _load_onnx(onnx_path)
     inputs = _static_inputs(onnx_path, model)
     profile = _resolve_profile(onnx_path, inputs, batch)
-    check_writable(out_path, "--out")
-    check_writable(sidecar_path(out_path), "--out")
+    check_writable_file(out_path, "--out")
+    check_writable_file(sidecar_path(out_path), "--out")
     if timing_cache is not None:
-        check_writable(Path(timing_cache), "--timing-cache")
+        check_writable_file(Path(timing_cache), "--timing-cache")
     require_tensorrt()
     plan, info = build_plan(model, onnx_path, precision, [profile], workspace_mib, timing_cache)
     sidecar = {**info, "source": {"path": str(onnx_path), "sha256": _sha256(onnx_path)}}
@@ -97,8 +85,8 @@ def build_plan(
     """Parse and build in memory; returns the serialized engine and its sidecar description."""
     import tensorrt as trt
 
+    from chase_deploy.backends.trt.precision import convert_precision
     from chase_deploy.environment import current_gpu
-    from chase_deploy.precision import convert_precision
 
     major = int(trt.__version__.split(".")[0])
     strongly_typed = major >= 11
@@ -159,84 +147,6 @@ def build_plan(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return bytes(plan), info
-
-
-def check_engine_compatible(
-    sidecar: dict, engine_path: str | Path, trt_version: str | None = None, gpu=None
-) -> None:
-    """BadInput when the engine was built by another TensorRT version or for another GPU.
-
-    ``trt_version`` and ``gpu`` default to this machine's (``tensorrt.__version__``, device 0).
-    """
-    from chase_deploy.environment import current_gpu, tensorrt_version
-
-    trt_version = trt_version if trt_version is not None else tensorrt_version()
-    gpu = gpu if gpu is not None else current_gpu()
-    built_trt = sidecar.get("tensorrt")
-    built_gpu = sidecar.get("gpu") or {}
-    if trt_version is None:
-        raise MissingBackend(
-            f"engine {engine_path} needs TensorRT {built_trt}, which is not installed here"
-        )
-    if built_trt != trt_version:
-        raise BadInput(
-            f"engine {engine_path} was built with TensorRT {built_trt}, this machine has "
-            f"TensorRT {trt_version}: rebuild it here with `chase-deploy build`"
-        )
-    if gpu is None:
-        raise MissingBackend(
-            f"engine {engine_path} needs a GPU ({built_gpu.get('name')}); this machine has none"
-        )
-    if (built_gpu.get("name"), built_gpu.get("compute_capability")) != (
-        gpu.name,
-        gpu.compute_capability,
-    ):
-        raise BadInput(
-            f"engine {engine_path} was built for {built_gpu.get('name')} (compute capability "
-            f"{built_gpu.get('compute_capability')}), this GPU is {gpu.name} ({gpu.compute_capability}): "
-            f"rebuild it here with `chase-deploy build`"
-        )
-
-
-def check_writable(path: Path, option: str) -> None:
-    """BadInput unless ``path`` can be created: not a directory, nearest existing parent a directory."""
-    import os
-
-    if path.is_dir():
-        raise BadInput(f"{option} {path} is a directory: give a file path")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise BadInput(f"{option} {path} cannot be written: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"{option} {path} cannot be written: no permission in {parent}")
-
-
-def trt_logger():
-    """A TensorRT logger that keeps errors (for one-line messages) and prints warnings.
-
-    Defined inside a function because its base class exists only once TensorRT is imported.
-    """
-    import sys
-
-    import tensorrt as trt
-
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                self.errors.append(str(msg))
-            if int(severity) <= int(trt.ILogger.Severity.WARNING):
-                print(f"[TensorRT] {msg}", file=sys.stderr)
-
-        def last_error(self) -> str:
-            return self.errors[-1].strip().splitlines()[0] if self.errors else ""
-
-    return _Logger()
 
 
 def _attach_timing_cache(config, timing_cache: str | Path | None):

@@ -42,20 +42,8 @@ def out_dir(recipe: str, out: str | None) -> Path:
 
     Nothing is created here: bad input found later must leave no directory behind.
     """
-    import os
-
-    from train.errors import BadInput
+    from chase_deploy.writable import check_writable_dir
 
     path = Path(out) if out else Path("runs") / Path(recipe).stem
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise BadInput(
-            f"--out {path}: cannot write there ({existing} is not a directory); choose another"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BadInput(
-            f"--out {path}: cannot write there (no write permission in {existing}); choose another"
-        )
+    check_writable_dir(path, "--out")
     return path
