@@ -354,6 +354,13 @@ class ChannelPass:
             raise self._unsupported(node, track, "uses pruned channels as a shape")
         ins, outs = self._shape(node, node.inputs[0]), self._shape(node, node.outputs[0])
         target = self._reshape_target(ins, outs, track)
+        if target is None and not all(isinstance(d, int) for d in ins[1:] + outs[1:]):
+            raise BadInput(
+                f"node {node.name} ({node.op}) reshapes {ins} to {outs} on the channel axis of "
+                f"{track.describe()}: dims of unknown size, as in an export with dynamic "
+                f"height/width, hide how channels map to features; export with a fixed "
+                f"height/width (a flattening classifier reads one size only)"
+            )
         if target is None:
             raise self._unsupported(node, track, f"reshapes {ins} to {outs}, which splits or moves")
         axis, merged_to = target

@@ -53,6 +53,22 @@ def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         raise BadInput(f"ONNX shape inference failed on the model: {_first_line(e)}") from None
 
 
+def with_input_dims(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
+    """A copy whose dynamic non-batch input axes take the sizes in ``shapes`` (the batch axis
+    stays as it is): shapes, and so FLOPs, follow through a graph exported with dynamic H/W."""
+    sized = onnx.ModelProto()
+    sized.CopyFrom(model)
+    for inp in sized.graph.input:
+        given = shapes.get(inp.name)
+        dims = inp.type.tensor_type.shape.dim
+        if given is None or len(given) != len(dims):
+            continue
+        for axis, dim in enumerate(dims):
+            if axis > 0 and not dim.HasField("dim_value"):
+                dim.dim_value = int(given[axis])
+    return sized
+
+
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
     graph = gs.import_onnx(model)
     graph.toposort()

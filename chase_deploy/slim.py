@@ -12,10 +12,10 @@ from typing import Any
 
 import onnx
 
-from chase_deploy.channel_graph import load_onnx
+from chase_deploy.channel_graph import load_onnx, with_input_dims
 from chase_deploy.layer_table import layer_table, summary
 from chase_deploy.surgery import SlimResult, slim_model
-from chase_deploy.verify import RTOL, Verification, compare
+from chase_deploy.verify import Verification, compare
 from train.atomic import write_bytes, write_json
 from train.errors import BadInput
 from train.plan import ChannelPlan, empty_plan, load_plan, parse_plan
@@ -129,8 +129,12 @@ def slim_onnx_file(
     *,
     round_to: int = 1,
     allow_lossy: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """ONNX model + plan -> slim ONNX at ``out_path`` and its report beside it."""
+    """ONNX model + plan -> slim ONNX at ``out_path`` and its report beside it.
+
+    ``input_shape`` sizes the model's dynamic non-batch axes for verification (see ``verify``).
+    """
     start = time.perf_counter()
     out_path = Path(out_path)
     if out_path.is_dir():
@@ -138,7 +142,7 @@ def slim_onnx_file(
     model = load_onnx(model_path)
     plan = load_plan(plan_path)
     result = slim_model(model, plan, round_to=round_to)
-    verification = compare(model, result.model)
+    verification = compare(model, result.model, input_shape=input_shape)
     _refuse_lossy(verification, allow_lossy)
     report_path = report_path_for(out_path)
     report = _report(model, result, verification, plan, round_to)
@@ -175,8 +179,9 @@ def _refuse_lossy(verification: Verification, allow_lossy: bool) -> None:
     if not verification.lossless and not allow_lossy:
         raise BadInput(
             f"the slim model is not lossless (max_abs_diff {verification.max_abs_diff:.3g} > "
-            f"{RTOL:g} x max(1, {verification.max_abs_reference:.3g})): the pruned channels' "
-            f"consumers are not zero; nothing written (pass --allow-lossy to write it anyway)"
+            f"{verification.rtol:g} x max(1, {verification.max_abs_reference:.3g}), "
+            f"{verification.dtype} outputs): {verification.cause}; nothing written "
+            f"(pass --allow-lossy to write it anyway)"
         )
 
 
@@ -187,15 +192,20 @@ def _report(
     requested: ChannelPlan,
     round_to: int,
 ) -> dict[str, Any]:
-    rows = layer_table(dense, result.model, result.plan)
-    totals = summary(dense, result.model, rows)
+    shapes = verification.input_shapes
+    dense, slim = with_input_dims(dense, shapes), with_input_dims(result.model, shapes)
+    rows = layer_table(dense, slim, result.plan)
+    totals = summary(dense, slim, rows)
     flops = totals["flops"]
     return {
         "lossless": verification.lossless,
         "max_abs_diff": verification.max_abs_diff,
         "max_abs_reference": verification.max_abs_reference,
-        "tolerance": f"max_abs_diff <= {RTOL:g} * max(1, max_abs_reference)",
+        "tolerance": verification.tolerance,
         "verified_batch_sizes": verification.batch_sizes,
+        "verified_input_shapes": verification.input_shapes,
+        "output_dtype": verification.dtype,
+        "float32_max_abs_diff": verification.float32_max_abs_diff,
         "round_to": round_to,
         "layers": rows,
         **totals,

@@ -41,7 +41,8 @@ from chase_deploy.commands.params import InputShape
     type=InputShape(),
     default=None,
     metavar="N,C,H,W",
-    help="Export input shape; overrides the checkpoint's input_shape.",
+    help="Checkpoint: the export shape (overrides its input_shape). ONNX: the size verification "
+    "feeds the model's dynamic height/width (default: the smallest common size it accepts).",
 )
 @click.option(
     "--exporter",
@@ -70,6 +71,7 @@ def command(
       chase-deploy slim final.pt --out deploy/ --round-to 8 --input-shape 1,3,224,224
     From any ONNX model and a channel plan (writes SLIM.onnx and SLIM.report.json):
       chase-deploy slim model.onnx --plan channel_plan.json --out model.slim.onnx
+      chase-deploy slim any_hw.onnx --plan plan.json --out slim.onnx --input-shape 1,3,224,224
 
     Exits 2, writing nothing, if the plan does not fit the graph or the result is not lossless
     (unless --allow-lossy).
@@ -83,21 +85,18 @@ def command(
             raise BadInput(f"{source}: an ONNX model needs --plan PLAN.json (the channels to keep)")
         if out is None:
             raise BadInput("--out SLIM.onnx is required when slimming an ONNX model")
-        given = [
-            n
-            for n, v in (
-                ("--opset", opset),
-                ("--input-shape", input_shape),
-                ("--exporter", exporter),
-            )
-            if v
-        ]
+        given = [n for n, v in (("--opset", opset), ("--exporter", exporter)) if v]
         if given:
             raise BadInput(
                 f"{given[0]} applies to checkpoints only; an ONNX model is already exported"
             )
         report = slim.slim_onnx_file(
-            source, plan_path, out, round_to=round_to, allow_lossy=allow_lossy
+            source,
+            plan_path,
+            out,
+            round_to=round_to,
+            allow_lossy=allow_lossy,
+            input_shape=input_shape,
         )
         written = [str(out), str(slim.report_path_for(out))]
     else:
