@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from google.protobuf.json_format import ParseError
 from google.protobuf.message import DecodeError
 
 from train.errors import BadInput
@@ -27,7 +28,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise BadInput(f"{path}: no such ONNX file")
     try:
         model = onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+    except (DecodeError, ParseError, ValueError, RuntimeError, OSError) as e:
         raise BadInput(
             f"{path}: not an ONNX model or truncated ({_first_line(e)}); export it again"
         ) from None

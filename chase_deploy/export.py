@@ -56,16 +56,43 @@ def export_onnx(
     # torch.export specializes a batch of 1, so trace with at least 2.
     shape = (max(2, int(input_shape[0])), *map(int, input_shape[1:]))
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    _check_runs(model, example)
     start = time.perf_counter()
-    with _quiet():
-        if exporter == "dynamo":
-            proto = _export_dynamo(model, example, opset)
-        else:
-            proto = _export_torchscript(model, example, opset)
+    try:
+        with _quiet():
+            if exporter == "dynamo":
+                proto = _export_dynamo(model, example, opset)
+            else:
+                proto = _export_torchscript(model, example, opset)
+    except Exception as e:  # torch.onnx raises many types, each with a page of advice
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        raise BadInput(
+            f"torch.onnx ({exporter} exporter) cannot export the model: {_first_line(e)}; "
+            f"try --exporter {other}, or make the model's forward exportable"
+        ) from None
     seconds = time.perf_counter() - start
     sess = session(proto)
     diff = _check_against_torch(model, sess, example)
     return Exported(proto, exporter, opset, seconds, diff, sess)
+
+
+def _check_runs(model: torch.nn.Module, example: torch.Tensor) -> None:
+    """A shape the model cannot take is the caller's input, not an exporter failure."""
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as e:  # whatever the user's forward raises for this shape
+        shape = ",".join(map(str, example.shape))
+        raise BadInput(
+            f"the model does not run on input shape {shape} ({_first_line(e)}); pass "
+            f"--input-shape N,C,H,W with the shape it was trained on"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = next((line for line in lines if not line.startswith("Failed to export")), "")
+    return (text or type(error).__name__)[:240]
 
 
 def _export_dynamo(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:

@@ -20,7 +20,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if path.suffix.lower() == ".onnx" or _looks_like_onnx(path):
-        model = load_onnx(path)
+        model = _sized(load_onnx(path))
         rows = layer_table(model)
         return {"path": str(path), "kind": "onnx", "layers": rows, **summary(model, None, rows)}
     return _inspect_checkpoint(path)
@@ -38,6 +38,21 @@ def _inspect_checkpoint(path: Path) -> dict[str, Any]:
         "layers": rows,
         **summary(dense, slim, rows),
     }
+
+
+def _sized(model):
+    """Give dynamic height/width the size slim would verify at, so FLOPs count; as is if none."""
+    from chase_deploy.channel_graph import with_input_dims
+    from chase_deploy.verify import feed_shapes, graph_inputs, session
+    from train.errors import BadInput
+
+    if not any(d is None for i in graph_inputs(model) for d in i.dims[1:]):
+        return model
+    try:
+        _, rounds = feed_shapes(model, session(model))
+    except (BadInput, RuntimeError):
+        return model
+    return with_input_dims(model, {k: list(v) for k, v in rounds[0].items()})
 
 
 def _looks_like_onnx(path: Path) -> bool:

@@ -287,3 +287,42 @@ def test_float32_twin_widens_every_16bit_tensor() -> None:
     assert twin.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert twin.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     onnx.checker.check_model(twin, full_check=True)
+
+
+# --------------------------------------------------------------- well-formed inputs, no tracebacks
+
+
+def test_a_shape_the_model_cannot_take_is_bad_input(tmp_path: Path) -> None:
+    from tests.slim_models import make_checkpoint
+
+    make_checkpoint(tmp_path / "c.pt")  # a 1-channel 16x16 model
+    result = CliRunner().invoke(
+        main,
+        [
+            "slim",
+            str(tmp_path / "c.pt"),
+            "--input-shape",
+            "2,3,16,16",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "the model does not run on input shape 2,3,16,16" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_inspect_of_a_json_file_is_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "channel_plan.json"
+    path.write_text(json.dumps({"format": "chase-channel-plan", "version": 1, "layers": {}}))
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 2 and "not an ONNX model" in result.output
+
+
+def test_inspect_counts_flops_of_a_dynamic_height_width_model(tmp_path: Path) -> None:
+    model, _ = _pruned(MobileBlock(), lambda m: m.groups(), tmp_path)
+    onnx_path = _export(model, torch.randn(2, 3, 16, 16), tmp_path / "hw.onnx", {"x": BATCH_HW})
+    result = CliRunner().invoke(main, ["inspect", str(onnx_path), "--json"])
+    assert result.exit_code == 0, result.output
+    flops = json.loads(result.output)["flops"]
+    assert flops["dense"] > flops["slim"] > 0  # counted at the size slim would verify (32x32)
