@@ -11,12 +11,24 @@ Accuracy is ``train.accuracy``'s top-1, the same count as training's ``val_acc``
 
 ``random`` draws its keys from a generator seeded with the recipe's seed, the same keys at every
 sparsity, so its removed sets are nested like the other criteria's.
+
+After each cut the BatchNorm statistics are re-estimated on ``bn_batches`` (augmented) training
+batches, as the released code does after merging channels (``torch.optim.swa_utils.update_bn``,
+a cumulative average): a removed channel's constant activation no longer matches the statistics
+the following layers were trained with, and without re-estimation stale statistics, not the
+criterion, decide the accuracy. ``bn_batches = 0`` evaluates the cut as it is.
+
+Several source runs (the same recipe under different seeds) are studied alike, each with its own
+selection, and every cell is reported as mean ± std over them, like the paper's Table 2.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import os
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +42,14 @@ from chase_deploy.plots import plot_ablation
 from train import channels
 from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
-from train.config import CRITERIA
+from train.config import ABLATE_BN_BATCHES, CRITERIA
 from train.errors import BadInput
 from train.models.groups import ChannelGroup
 from train.plan import plan_from_groups
 
 DEFAULT_CRITERIA = CRITERIA
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.5)
+DEFAULT_BN_BATCHES = ABLATE_BN_BATCHES
 EVAL_CHUNK = 128
 
 
@@ -153,25 +166,47 @@ def evaluate(model: nn.Module, loader, device: torch.device, chunk: int = EVAL_C
     return top1(lambda x: model(x.to(device)), loader.batches(0), chunk)
 
 
+def reestimate_bn(model: nn.Module, loader, batches: int, device: torch.device) -> nn.Module:
+    """Recompute every BatchNorm's running statistics from ``batches`` training batches
+    (cumulative average); weights and every other buffer stay as they are."""
+    if batches > 0:
+        from torch.optim.swa_utils import update_bn
+
+        model.to(device)
+        inputs = (x.to(device) for x, _ in itertools.islice(loader.batches(0), batches))
+        with torch.no_grad():
+            update_bn(inputs, model)
+    return model.eval()
+
+
 # ----------------------------------------------------------------------------------------------
 # The study
 
 
-def ablate_run(
-    run_dir: str | Path,
-    criteria: Sequence[str] = DEFAULT_CRITERIA,
-    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
-    out: str | Path | None = None,
-    *,
-    device: str = "auto",
-    on_result: Callable[[Cut], None] | None = None,
-) -> Path:
-    """Run the study; writes ablate.md, ablate.json and ablate.png into ``out`` (default
-    RUN_DIR/ablate) and returns the markdown path."""
+@dataclass
+class Source:
+    """One source run of the study, loaded."""
+
+    run: Run
+    recipe: Any  # train.config.Recipe
+    model: nn.Module
+    groups: list[ChannelGroup]
+    data: Any  # train.data.DataBundle
+
+    @property
+    def signature(self) -> tuple:
+        """What must agree between the runs of one study (everything but the seed)."""
+        return (
+            self.recipe.model.name,
+            self.recipe.data.name,
+            tuple((g.name, g.width) for g in self.groups),
+        )
+
+
+def _load_source(run_dir: str | Path) -> Source:
     from train.checkpoint import build_model_from_checkpoint
     from train.config import load_recipe
     from train.data import build_data
-    from train.loop import select_device
 
     run = open_run(run_dir)
     check_unstructured(run)
@@ -180,46 +215,115 @@ def ablate_run(
             f"{run.path}: no recipe.yaml; pass the --out of a completed `chase-deploy train`"
         )
     recipe = load_recipe(run.files.recipe)
-    dev = select_device(device)
     model = build_model_from_checkpoint(run.ckpt)
     groups = model.channel_groups(prune_skip=recipe.chase.prune_skip)
     if not groups:
         raise BadInput(
             f"model {recipe.model.name} declares no prunable channel groups; nothing to ablate"
         )
-    data = build_data(recipe.data, recipe.seed)
-    selector = Selector(
-        model, groups, beta=recipe.chase.beta, round_to=recipe.chase.round_to, seed=recipe.seed
-    )
-    baseline = evaluate(model, data.val, dev)
-    cuts = []
-    for criterion in criteria:
-        for sparsity in sparsities:
-            cut = selector.cut(criterion, sparsity)
-            cut.val_acc = evaluate(pruned_copy(model, groups, cut.alive), data.val, dev)
-            cuts.append(cut)
-            if on_result is not None:
-                on_result(cut)
-    out = Path(out) if out is not None else run.files.ablate
+    return Source(run, recipe, model, groups, build_data(recipe.data, recipe.seed))
+
+
+def ablate_run(
+    run_dirs: str | Path | Sequence[str | Path],
+    criteria: Sequence[str] = DEFAULT_CRITERIA,
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    out: str | Path | None = None,
+    *,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    device: str = "auto",
+    on_result: Callable[[Cut], None] | None = None,
+) -> Path:
+    """Run the study on one source run or several (seeds of one recipe); writes ablate.md,
+    ablate.json and ablate.png into ``out`` (default RUN_DIR/ablate for one run, the runs'
+    common parent's ablate/ for several) and returns the markdown path."""
+    from train.loop import select_device
+
+    dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
+    if not dirs:
+        raise BadInput("ablate needs at least one run directory")
+    if bn_batches < 0:
+        raise BadInput(f"--bn-batches {bn_batches}: give 0 (no re-estimation) or more batches")
+    sources = [_load_source(d) for d in dirs]
+    for other in sources[1:]:
+        if other.signature != sources[0].signature:
+            raise BadInput(
+                f"{other.run.path} and {sources[0].run.path} differ in model, data or channel "
+                f"groups; a study over several runs needs the same recipe under different seeds"
+            )
+    dev = select_device(device)
+    cuts: dict[tuple[str, float], list[Cut]] = {}
+    baselines = []
+    for source in sources:
+        chase = source.recipe.chase
+        selector = Selector(
+            source.model, source.groups, beta=chase.beta, round_to=chase.round_to,
+            seed=source.recipe.seed,
+        )  # fmt: skip
+        baselines.append(evaluate(source.model, source.data.val, dev))
+        for criterion in criteria:
+            for sparsity in sparsities:
+                cut = selector.cut(criterion, sparsity)
+                pruned = pruned_copy(source.model, source.groups, cut.alive)
+                reestimate_bn(pruned, source.data.train, bn_batches, dev)
+                cut.val_acc = evaluate(pruned, source.data.val, dev)
+                cuts.setdefault((criterion, sparsity), []).append(cut)
+                if on_result is not None:
+                    on_result(cut)
+    first = sources[0]
+    if out is None:
+        out = first.run.files.ablate if len(sources) == 1 else _common_parent(dirs) / "ablate"
     result = {
-        "run": str(run.path),
-        "model": recipe.model.name,
-        "data": recipe.data.name,
-        "density": recipe.chase.density,
-        "beta": recipe.chase.beta,
-        "align": recipe.chase.round_to,  # the recipe key chase.align
-        "channels": selector.total,
-        "groups": [{"name": g.name, "width": g.width} for g in groups],
-        "baseline_acc": baseline,
+        "run": str(first.run.path),
+        "runs": [str(s.run.path) for s in sources],
+        "seeds": [s.recipe.seed for s in sources],
+        "model": first.recipe.model.name,
+        "data": first.recipe.data.name,
+        "density": first.recipe.chase.density,
+        "beta": first.recipe.chase.beta,
+        "align": first.recipe.chase.round_to,  # the recipe key chase.align
+        "channels": sum(g.width for g in first.groups),
+        "groups": [{"name": g.name, "width": g.width} for g in first.groups],
+        "bn_batches": bn_batches,
+        "bn_images": bn_batches * first.data.train.batch_size,
+        "baseline_acc": _mean(baselines),
+        "baseline_std": _std(baselines),
+        "baseline_accs": baselines,
         "criteria": list(criteria),
         "sparsities": list(sparsities),
-        "results": [c.to_json() for c in cuts],
+        "results": [_cell(per_run) for per_run in cuts.values()],
     }
+    out = Path(out)
     write_json(out / "ablate.json", result)
     write_bytes(out / "ablate.png", plot_ablation(result))
     path = out / "ablate.md"
     write_text(path, ablation_markdown(result))
     return path
+
+
+def _cell(per_run: list[Cut]) -> dict[str, Any]:
+    """One criterion and sparsity over every run: the first run's cut, and the accuracy's spread."""
+    accs = [c.val_acc for c in per_run]
+    return {
+        **per_run[0].to_json(),
+        "val_acc": _mean(accs),
+        "val_acc_std": _std(accs),
+        "val_accs": accs,
+        "removed_per_run": [c.removed for c in per_run],
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for one run)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _common_parent(paths: Sequence[str | Path]) -> Path:
+    return Path(os.path.commonpath([Path(p).resolve() for p in paths]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,18 +338,31 @@ def _table(result: dict[str, Any]) -> dict[str, dict[float, dict[str, Any]]]:
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
-    """Criteria as rows, channel sparsities as columns, top-1 in the cells (the paper's Table 2)."""
+    """Criteria as rows, channel sparsities as columns, top-1 in the cells (the paper's Table 2);
+    mean ± std over the source runs when there are several."""
     sparsities, table = result["sparsities"], _table(result)
     scheduled = {r["channel_sparsity"]: r["scheduled"] for r in result["results"]}
+    several = len(result["runs"]) > 1
     head = " | ".join(f"S_c {s:g} ({scheduled[s]} ch)" for s in sparsities)
+    source = (
+        f"{len(result['runs'])} runs (seeds {', '.join(map(str, result['seeds']))}), mean ± std"
+        if several
+        else f"`{result['run']}`"
+    )
+    bn = (
+        f"BatchNorm statistics re-estimated after each cut on {result['bn_batches']} training "
+        f"batches ({result['bn_images']} images)"
+        if result["bn_batches"]
+        else "BatchNorm statistics not re-estimated (`--bn-batches 0`)"
+    )
     lines = [
         f"# Channel criterion study: {result['model']} on {result['data']}",
         "",
-        f"One-shot channel pruning of `{result['run']}` (density {result['density']:g}, no channels "
+        f"One-shot channel pruning of {source} (density {result['density']:g}, no channels "
         f"pruned in training) over {result['channels']} channels in {len(result['groups'])} prunable "
         f"layers, beta {result['beta']:g}, chase.align (width rounding) {result['align']}; validation "
-        f"top-1 without retraining. "
-        f"Unpruned: **{100 * result['baseline_acc']:.2f} %**.",
+        f"top-1 without retraining; {bn}. "
+        f"Unpruned: **{_percent(result['baseline_acc'], result['baseline_std'], several)} %**.",
         "",
         f"| criterion | {head} |",
         "|---|" + "---:|" * len(sparsities),
@@ -255,7 +372,11 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         for s in sparsities:
             r = row[s]
             short = "" if r["removed"] == r["scheduled"] else f" ({r['removed']} ch)"
-            cells.append(f"{100 * r['val_acc']:.2f}{short}")
+            cells.append(f"{_percent(r['val_acc'], r.get('val_acc_std', 0.0), several)}{short}")
         lines.append(f"| {criterion} | {' | '.join(cells)} |")
     lines += ["", "![accuracy vs channel sparsity](ablate.png)", ""]
     return "\n".join(lines)
+
+
+def _percent(value: float, std: float, several: bool) -> str:
+    return f"{100 * value:.2f} ± {100 * std:.2f}" if several else f"{100 * value:.2f}"

@@ -196,17 +196,22 @@ def plot_ablation(result: dict[str, Any]) -> bytes:
     ax = fig.subplots()
     colors = colormaps["tab10"]
     bases = list(dict.fromkeys(c.removesuffix("_reverse") for c in result["criteria"]))
-    table: dict[str, dict[float, float]] = {}
+    table: dict[str, dict[float, tuple[float, float]]] = {}
     for r in result["results"]:
-        table.setdefault(r["criterion"], {})[r["channel_sparsity"]] = r["val_acc"]
+        cell = (r["val_acc"], r.get("val_acc_std", 0.0))
+        table.setdefault(r["criterion"], {})[r["channel_sparsity"]] = cell
     for criterion, row in table.items():
         xs = sorted(row)
-        ys = [100 * row[s] for s in xs]
+        ys = [100 * row[s][0] for s in xs]
+        errs = [100 * row[s][1] for s in xs]
         if xs[0] > 0:  # every line starts at the unpruned model
             xs, ys = [0.0, *xs], [100 * result["baseline_acc"], *ys]
-        ax.plot(
+            errs = [100 * result.get("baseline_std", 0.0), *errs]
+        ax.errorbar(  # error bars: std over the source runs (none for one run)
             xs,
             ys,
+            yerr=errs if any(errs) else None,
+            capsize=2,
             marker="o",
             ms=4,
             ls="--" if criterion.endswith("_reverse") else "-",

@@ -181,3 +181,98 @@ def test_not_a_run_dir_is_refused(tmp_path: Path) -> None:
 def _kept(record: dict, name: str, width: int) -> list[int]:
     layer = record["plan"]["layers"].get(name)
     return layer["kept"] if layer else list(range(width))
+
+
+def test_bn_reestimation_changes_the_running_statistics_and_nothing_else(runs) -> None:
+    from chase_deploy.ablate import reestimate_bn
+
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    model = build_model_from_checkpoint(ckpt)
+    recipe = load_recipe(runs["unstructured"] / "recipe.yaml")
+    train = build_data(recipe.data, recipe.seed).train
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reestimate_bn(model, train, 3, torch.device("cpu"))
+    after = model.state_dict()
+    stats = {k for k in before if k.endswith(("running_mean", "running_var"))}
+    assert stats and all(not torch.equal(before[k], after[k]) for k in stats)
+    for key in before:
+        if key not in stats and not key.endswith("num_batches_tracked"):
+            assert torch.equal(before[key], after[key]), key
+    assert not model.training
+    # the cumulative average of exactly those batches: the first BatchNorm's mean, by hand
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first.register_forward_pre_hook(lambda m, args: seen.append(args[0].mean((0, 2, 3))))
+    reestimate_bn(model, train, 3, torch.device("cpu"))
+    hook.remove()
+    assert len(seen) == 3
+    assert torch.allclose(first.running_mean, torch.stack(seen).mean(0), atol=1e-6)
+
+
+def test_without_reestimation_the_cut_is_evaluated_as_it_is(runs, tmp_path: Path) -> None:
+    args = ["--criteria", "umm", "--channel-sparsity", "0.3"]
+    accs = {}
+    for n in ("0", "4"):
+        out = tmp_path / f"bn{n}"
+        result = CliRunner().invoke(
+            main, ["ablate", str(runs["unstructured"]), "--out", str(out), "--bn-batches", n, *args]
+        )
+        assert result.exit_code == 0, result.output
+        data = json.loads((out / "ablate.json").read_text())
+        assert data["bn_batches"] == int(n) and data["bn_images"] == int(n) * 32
+        accs[n] = data["results"][0]["val_acc"]
+        table = (out / "ablate.md").read_text()
+        assert ("not re-estimated" in table) == (n == "0")
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    model = build_model_from_checkpoint(ckpt)
+    groups = model.channel_groups()
+    recipe = load_recipe(runs["unstructured"] / "recipe.yaml")
+    cut = Selector(model, groups, beta=0.0, round_to=1, seed=recipe.seed).cut("umm", 0.3)
+    val = build_data(recipe.data, recipe.seed).val
+    assert accs["0"] == evaluate(pruned_copy(model, groups, cut.alive), val, torch.device("cpu"))
+
+
+def test_several_seeds_are_reported_as_mean_and_std(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        train_run(tmp_path, f"seed{seed}", seed=seed, chase={"channel_sparsity": 0.0, "beta": 0.0})
+    out = tmp_path / "study"
+    result = CliRunner().invoke(
+        main,
+        [
+            "ablate",
+            str(tmp_path / "seed{seed}"),
+            "--seeds",
+            "1,2",
+            "--criteria",
+            "umm,random",
+            "--channel-sparsity",
+            "0.2",
+            "--bn-batches",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("top-1") == 4  # 2 runs x 2 criteria
+    data = json.loads((out / "ablate.json").read_text())
+    assert data["seeds"] == [1, 2] and len(data["runs"]) == 2
+    assert len(data["baseline_accs"]) == 2
+    for r in data["results"]:
+        assert len(r["val_accs"]) == 2
+        assert r["val_acc"] == pytest.approx(sum(r["val_accs"]) / 2)
+        a, b = r["val_accs"]
+        assert r["val_acc_std"] == pytest.approx(abs(a - b) / 2**0.5)
+    table = (out / "ablate.md").read_text()
+    assert "2 runs (seeds 1, 2), mean ± std" in table and " ± " in table.split("| umm |")[1]
+
+
+def test_seeds_need_a_placeholder_and_runs_must_match(runs, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["ablate", str(runs["unstructured"]), "--seeds", "0,1"])
+    assert result.exit_code == 2 and "--seeds needs RUN_DIR with {seed}" in result.output
+    other = train_run(tmp_path, "wider", model={"width": 8}, chase={"channel_sparsity": 0.0})
+    result = CliRunner().invoke(
+        main, ["ablate", str(runs["unstructured"]), str(other), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "differ in model, data or channel groups" in result.output
+    assert not (tmp_path / "o").exists()

@@ -107,6 +107,24 @@ class BatchSizes(_FlagType):
         return batches
 
 
+class Seeds(_FlagType):
+    """``0,1,2``: non-negative integers, none listed twice (``ablate --seeds``)."""
+
+    name = "seeds"
+    flag = "--seeds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise self.refuse(value, param, "give integers >= 0 separated by commas, e.g. 0,1,2")
+        seeds = [int(p) for p in parts]
+        if len(set(seeds)) != len(seeds):
+            raise self.refuse(value, param, "a seed is listed twice")
+        return seeds
+
+
 class BatchProfile(_FlagType):
     """``MIN:OPT:MAX`` (or one number for a fixed batch): an engine's batch profile (``build``)."""
 
