@@ -104,6 +104,8 @@ class TensorRTBackend(Backend):
             "device": gpu.name if gpu else "cuda",
             "precision_for_onnx_inputs": self.precision,
             "cuda_graphs": self.cuda_graph and all(r.graphs_used for r in self._runners),
+            "cuda_graph_failures": [r.graph_failure for r in self._runners if r.graph_failure],
+            "strongly_typed": True,
             "io": "device buffers, no host copies in timed runs",
             "timer": self.timer_kind,
         }
