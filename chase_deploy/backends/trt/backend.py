@@ -54,6 +54,8 @@ class TensorRTBackend(Backend):
         from chase_deploy.backends.trt.runner import TrtRunner
 
         model_file = inspect_model_file(path)
+        if model_file.kind == "pt2":
+            raise model_file.not_runnable(self.name)
         if model_file.kind == "onnx":
             runner = TrtRunner(self._build(Path(path), batches), path, self.cuda_graph)
         elif model_file.kind == "engine":
