@@ -12,6 +12,12 @@ from chase_deploy.errors import BadInput, MissingBackend
 
 BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "torch-cpu", "torch-cuda")
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda")
+# The options ``get_backend`` passes on, per backend (ONNX Runtime's take none).
+OPTIONS = {
+    "tensorrt": ("precision", "workspace_mib", "cuda_graph"),
+    "torch-cpu": ("precision", "channels_last", "compile"),
+    "torch-cuda": ("precision", "channels_last", "compile", "cuda_graph"),
+}
 
 __all__ = [
     "BACKENDS",
@@ -60,6 +66,9 @@ def get_backend(name: str, threads: int | None = None, **options) -> Backend:
     the torch backends (``precision``, ``channels_last``, ``compile``, ``cuda_graph``).
     """
     require_backend(name)
+    unknown = sorted(set(options) - set(OPTIONS.get(name, ())))
+    if unknown:
+        raise BadInput(f"backend {name} takes no {', '.join(unknown)} option")
     if name in TORCH_BACKENDS:
         from chase_deploy.backends.pytorch import TorchBackend
 
@@ -70,7 +79,5 @@ def get_backend(name: str, threads: int | None = None, **options) -> Backend:
         return TensorRTBackend(threads=threads, **options)
     from chase_deploy.backends.ort import OrtBackend, OrtCudaBackend, OrtTensorrtBackend
 
-    if options:
-        raise BadInput(f"backend {name} takes no {', '.join(sorted(options))} option")
     cls = {"ort-cpu": OrtBackend, "ort-cuda": OrtCudaBackend, "ort-trt": OrtTensorrtBackend}[name]
     return cls(threads=threads)
