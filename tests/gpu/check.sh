@@ -34,7 +34,7 @@ exec > >(tee -a "$log") 2>&1
 budget=${CHECK_BUDGET_S:-280}
 start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
-python=${PYTHON:-python}
+python=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 work=$(mktemp -d "${TMPDIR:-/tmp}/chase-gpu-check.XXXXXX")
