@@ -6,6 +6,10 @@ machine (clocks, heat, neighbours) hits all of them alike. Each iteration is tim
 (host clock on CPU, CUDA events on GPU backends). Reported per model and batch: median, mean,
 p90, p99 and min latency in ms; throughput = batch * 1000 / mean latency (items/s); speedup =
 the first model's median latency over this model's at the same batch size.
+
+With ``check_outputs`` every batch size starts with a correctness gate: all models run the same
+random inputs and must give the first model's outputs (within the backend's tolerance for its
+precision), or nothing is timed. Dense against slim, that is the slim model's promise.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from chase_deploy import stats
-from chase_deploy.backends.base import Backend, Timer
+from chase_deploy.backends.base import Backend, LoadedModel, Timer, random_inputs
 from chase_deploy.errors import BadInput
 
-__all__ = ["benchmark", "format_table", "interleave", "write_results"]
+__all__ = ["benchmark", "check_same_outputs", "format_table", "interleave", "write_results"]
 
 DEFAULT_BATCHES = (1, 8, 32)
 SLICE_S = 0.2  # target length of one turn of one model
@@ -71,18 +77,24 @@ def benchmark(
     duration_s: float = 2.0,
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    options: dict | None = None,
+    check_outputs: bool = False,
 ) -> dict:
     """Measure ``models`` on one backend; returns the ``bench --json`` contract dict.
 
-    Everything that can be refused (backend, batch sizes, model files, shapes) is checked
-    before the first timed run, so a bad input fails fast and nothing is measured in vain.
+    ``options`` configure the backend (``backends.get_backend``: precision, channels_last,
+    compile, ...); ``check_outputs`` gates every batch size on equal outputs (module doc).
+    Everything that can be refused (backend, options, batch sizes, model files, shapes) is
+    checked before the first timed run, so a bad input fails fast and nothing is measured in vain.
     """
     _check_settings(models, batches, warmup_ms, duration_s, threads)
-    runner = _resolve_backend(backend, threads)
+    runner = _resolve_backend(backend, threads, options or {})
     loaded = [runner.load(Path(m), list(batches)) for m in models]
-    results, stability, warnings = [], [], []
+    results, stability, warnings, gate = [], [], [], []
     try:
         for batch in batches:
+            if check_outputs:
+                gate.extend(check_same_outputs(loaded, batch, _tolerance(runner)))
             if log:
                 log(f"batch {batch}: {len(loaded)} model(s), {duration_s:g} s each, interleaved")
             timers = [model.timer(batch) for model in loaded]
@@ -99,10 +111,57 @@ def benchmark(
     finally:
         for model in loaded:
             model.close()
-    return {
-        "results": results,
-        "environment": _environment(runner, warmup_ms, duration_s, stability, warnings),
-    }
+    environment = _environment(runner, warmup_ms, duration_s, stability, warnings)
+    if check_outputs:
+        environment["output_check"] = gate
+    return {"results": results, "environment": environment}
+
+
+def check_same_outputs(loaded: Sequence[LoadedModel], batch: int, tolerance: float) -> list[dict]:
+    """Run every model on the same random batch; BadInput unless each one's outputs equal the
+    first model's: ``max |difference| <= tolerance * max(1, max |first model's output|)``."""
+    feeds = random_inputs(loaded[0].inputs, batch, seed=1)
+    reference = [np.asarray(o, np.float64) for o in loaded[0].run(feeds)]
+    scale = max((float(np.max(np.abs(r), initial=0.0)) for r in reference), default=0.0)
+    rows = []
+    for model in loaded[1:]:
+        outputs = [np.asarray(o, np.float64) for o in model.run(feeds)]
+        shapes_match = [o.shape for o in outputs] == [r.shape for r in reference]
+        diff = (
+            max(
+                (
+                    float(np.max(np.abs(o - r), initial=0.0))
+                    for o, r in zip(outputs, reference, strict=True)
+                ),
+                default=0.0,
+            )
+            if shapes_match
+            else float("inf")
+        )
+        if np.isnan(diff):
+            diff = float("inf")
+        row = {
+            "model": str(model.path),
+            "reference": str(loaded[0].path),
+            "batch": batch,
+            "max_abs_diff": diff,
+            "max_abs_reference": scale,
+            "tolerance": tolerance,
+            "passed": diff <= tolerance * max(1.0, scale),
+        }
+        rows.append(row)
+        if not row["passed"]:
+            raise BadInput(
+                f"{model.path} at batch {batch}: its outputs differ from {loaded[0].path}'s by "
+                f"{diff:.3g} (allowed {tolerance:g} x max(1, {scale:.3g})); nothing was timed"
+            )
+    return rows
+
+
+def _tolerance(runner: Backend) -> float:
+    from chase_deploy.verify import RTOL
+
+    return float(getattr(runner, "output_tolerance", RTOL))
 
 
 def _check_settings(models, batches, warmup_ms, duration_s, threads) -> None:
@@ -120,13 +179,13 @@ def _check_settings(models, batches, warmup_ms, duration_s, threads) -> None:
         raise BadInput(f"--threads {threads}: give a positive integer")
 
 
-def _resolve_backend(backend: str | Backend, threads: int | None) -> Backend:
+def _resolve_backend(backend: str | Backend, threads: int | None, options: dict) -> Backend:
     if isinstance(backend, Backend):
         return backend
     from chase_deploy.backends import check_name, get_backend
 
     check_name(backend)
-    return get_backend(backend, threads=threads)
+    return get_backend(backend, threads=threads, **options)
 
 
 def _result(path, backend: str, batch: int, summary: dict, reference_median: float) -> dict:

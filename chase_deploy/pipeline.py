@@ -72,9 +72,11 @@ def _slim(recipe: Recipe, files: RunDir, final: str) -> dict:
 
 
 def _backends(recipe: Recipe) -> list[str]:
-    from chase_deploy.backends import usable_backends
+    """The ONNX/engine backends ``run`` benches (the torch backends run ``.pt2`` programs, and
+    ``run`` compares dense.onnx with slim.onnx)."""
+    from chase_deploy.backends import TORCH_BACKENDS, usable_backends
 
-    usable = usable_backends()
+    usable = [b for b in usable_backends() if b not in TORCH_BACKENDS]
     wanted = recipe.deploy.backends
     if "auto" in wanted:
         return usable

@@ -1,6 +1,9 @@
-"""The ``slim`` pipelines: checkpoint -> dense.onnx + slim.onnx + slim_report.json, and
-ONNX + plan -> slim ONNX. Files are written only once the slim model has been verified, each one
-atomically, so a failure leaves nothing behind.
+"""The ``slim`` pipelines: checkpoint -> dense.onnx + slim.onnx + dense.pt2 (+ slim.pt2) +
+slim_report.json, and ONNX + plan -> slim ONNX. Files are written only once every model has been
+verified, each one atomically, so a failure leaves nothing behind.
+
+``slim.pt2`` comes from ``torch_export.physically_slim``, the hook for the PyTorch slicer; until
+that is wired in, the report says why it is missing and the rest is written as before.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def checkpoint_models(
     round_to: int = 1,
 ) -> tuple[onnx.ModelProto, onnx.ModelProto, ChannelPlan, dict[str, Any]]:
     """Export a checkpoint's masked model and slim it with its plan (nothing verified or written)."""
-    dense, result, plan, info, _ = _export_and_slim(path, exporter, opset, input_shape, round_to)
+    dense, result, plan, info, _, _ = _export_and_slim(path, exporter, opset, input_shape, round_to)
     return dense, result.model, result.plan, info
 
 
@@ -78,7 +81,7 @@ def _export_and_slim(path, exporter, opset, input_shape, round_to):
         "opset": exported.opset,
         "export_vs_torch_max_abs_diff": exported.max_abs_diff_torch,
     }
-    return exported.model, result, plan, info, exported
+    return exported.model, result, plan, info, exported, model
 
 
 def slim_checkpoint(
@@ -91,32 +94,54 @@ def slim_checkpoint(
     exporter: str = "dynamo",
     allow_lossy: bool = False,
 ) -> dict[str, Any]:
-    """Checkpoint -> ``dense.onnx``, ``slim.onnx``, ``slim_report.json`` in ``out_dir``."""
+    """Checkpoint -> ``dense.onnx``, ``slim.onnx``, ``dense.pt2`` (+ ``slim.pt2``) and
+    ``slim_report.json`` in ``out_dir``."""
+    from chase_deploy import torch_export
+
     start = time.perf_counter()
     path = Path(path)
     out_dir = Path(out_dir) if out_dir is not None else path.parent
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--out {out_dir}: is a file; a checkpoint is slimmed into a directory")
-    dense, result, plan, info, exported = _export_and_slim(
+    dense, result, plan, info, exported, masked = _export_and_slim(
         path, exporter, opset, input_shape, round_to
     )
     verification = compare(dense, result.model, reference_session=exported.session)
     _refuse_lossy(verification, allow_lossy)
+    shape = info["input_shape"]
+    pt2_start = time.perf_counter()
+    programs = {"dense": torch_export.dense_program(masked, shape)}
+    slim_program, slim_missing = torch_export.slim_from_plan(masked, result.plan, shape)
+    if slim_program is not None:
+        programs["slim"] = slim_program
+    pt2_seconds = time.perf_counter() - pt2_start
     files = RunDir(out_dir)
     paths = {"dense": str(files.onnx("dense")), "slim": str(files.onnx("slim"))}
+    pt2_paths = {name: str(files.pt2(name)) for name in programs}
     report = _report(dense, result, verification, plan, round_to)
     report.update(info)
     report["source"] = str(path)
     report["onnx"] = paths
+    report["pt2"] = {
+        "dense": pt2_paths["dense"],
+        "slim": pt2_paths.get("slim"),
+        "verification": {n: p.report(pt2_paths[n]) for n, p in programs.items()},
+        "missing": slim_missing or None,
+        "format": "torch.export.save archive (ATen graph + raw weights; nothing pickled)",
+    }
     report["timings"] = {
         "export_s": round(exported.seconds, 3),
         "surgery_s": round(result.seconds, 3),
         "verify_s": round(verification.seconds, 3),
+        "pt2_s": round(pt2_seconds, 3),
     }
     report["sha256"] = {
         "dense": _write_model(paths["dense"], dense),
         "slim": _write_model(paths["slim"], result.model),
     }
+    for name, program in programs.items():
+        write_bytes(pt2_paths[name], program.data)
+        report["sha256"][f"{name}_pt2"] = program.sha256
     report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
     write_json(files.slim_report, report)
     return report

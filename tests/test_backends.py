@@ -8,10 +8,11 @@ import pytest
 from bench_models import conv_net, fake_engine
 from onnx.reference import ReferenceEvaluator
 
-from chase_deploy.backends import BACKENDS, get_backend, missing_pieces, usable_backends
+from chase_deploy.backends import BACKENDS, get_backend, missing_pieces, probe, usable_backends
 from chase_deploy.backends.base import InputSpec, check_batches, random_inputs
 from chase_deploy.backends.modelfile import inspect_model_file
 from chase_deploy.backends.probe import _explain, captured_output
+from chase_deploy.environment import Gpu, GpuScan
 from chase_deploy.errors import BadInput, MissingBackend
 
 
@@ -23,30 +24,85 @@ def test_ort_cpu_is_always_usable():
 
 def test_unknown_backend_is_bad_input():
     with pytest.raises(
-        BadInput, match="unknown backend 'onnx-gpu'.*ort-cpu, ort-cuda, ort-trt, tensorrt"
+        BadInput,
+        match="unknown backend 'onnx-gpu'.*ort-cpu, ort-cuda, ort-trt, tensorrt, torch-cpu, torch-cuda",
     ):
         get_backend("onnx-gpu")
 
 
-@pytest.mark.parametrize(
-    ("name", "words"),
-    [
-        ("ort-cuda", ["GPU", "CUDAExecutionProvider"]),
-        ("ort-trt", ["GPU", "Tensorrt"]),
-        ("tensorrt", ["TensorRT", "GPU"]),
-    ],
-)
-def test_gpu_backends_refused_naming_what_is_missing(name, words):
-    if not missing_pieces(name):
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt", "tensorrt", "torch-cuda"])
+def test_gpu_backends_refused_naming_what_is_missing(name):
+    """The refusal names every missing piece as the probe found it: the GPU on a machine
+    without one, the package (onnxruntime-gpu, TensorRT) on a GPU machine without it."""
+    missing = missing_pieces(name)
+    if not missing:
         pytest.skip(f"{name} is usable on this machine")
     with pytest.raises(MissingBackend) as err:
         get_backend(name)
     message = str(err.value)
     assert message.startswith(f"backend {name} is not usable here: ")
     assert "\n" not in message
-    for word in words:
-        assert word in message
+    for reason in missing:
+        assert reason in message
     assert name not in usable_backends()
+
+
+H200 = Gpu(0, "NVIDIA H200", "9.0", 143771)
+
+
+@pytest.fixture
+def gpu_box_without_gpu_packages(monkeypatch):
+    """This machine made to look like the lendable H200 box: a GPU and CUDA torch, but a CPU
+    build of onnxruntime and no TensorRT (the probe's caches are cleared around the test)."""
+    import importlib.util
+
+    import onnxruntime
+
+    cached = (
+        probe._ort_missing,
+        probe.tensorrt_missing,
+        probe.torch_cuda_missing,
+        probe.torch_missing,
+    )
+    for fn in cached:
+        fn.cache_clear()
+    monkeypatch.setattr(probe, "scan_gpus", lambda: GpuScan((H200,), "13.0", None))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    versions = {"onnxruntime": "1.31.1", "onnxruntime-gpu": None, "torch": "2.11.0"}
+    monkeypatch.setattr(probe, "package_version", lambda dist: versions.get(dist))
+    monkeypatch.setattr(probe, "onnxruntime_version", lambda: "1.31.1")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tensorrt" else find_spec(name, *args),
+    )
+    monkeypatch.setattr(probe, "torch_cuda_missing", lambda: None)
+    yield
+    for fn in cached:
+        fn.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "package"),
+    [
+        ("ort-cuda", "onnxruntime 1.31.1 was built without CUDAExecutionProvider"),
+        ("ort-trt", "onnxruntime 1.31.1 was built without TensorrtExecutionProvider"),
+        ("tensorrt", "TensorRT is not installed (pip install 'chase-deploy[tensorrt]')"),
+    ],
+)
+def test_refusals_on_a_gpu_box_name_the_missing_package(
+    gpu_box_without_gpu_packages, name, package
+):
+    with pytest.raises(MissingBackend) as err:
+        get_backend(name)
+    message = str(err.value)
+    assert message.startswith(f"backend {name} is not usable here: ")
+    assert package in message
+    assert "no NVIDIA GPU" not in message  # the GPU is there; the package is what is missing
+    assert missing_pieces("torch-cuda") == []
+    assert name not in usable_backends()
+    assert "torch-cuda" in usable_backends()
 
 
 def test_ort_failure_log_is_summarised():

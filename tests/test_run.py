@@ -86,3 +86,16 @@ def test_run_refuses_an_unwritable_output_directory(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cannot write there" in result.output
     result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(blocker / "run")])
     assert result.exit_code == 2 and "cannot write there" in result.output
+
+
+def test_run_benches_onnx_backends_only(monkeypatch):
+    """``run`` compares dense.onnx with slim.onnx: with ``deploy.backends: [auto]`` the usable
+    torch backends (which run .pt2 programs) are not among its backends."""
+    from types import SimpleNamespace
+
+    import chase_deploy.backends as backends
+    from chase_deploy.pipeline import _backends
+
+    monkeypatch.setattr(backends, "usable_backends", lambda: ["ort-cpu", "torch-cpu", "torch-cuda"])
+    recipe = SimpleNamespace(deploy=SimpleNamespace(backends=["auto"]))
+    assert _backends(recipe) == ["ort-cpu"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def test_checkpoint_mode_writes_models_and_report(pruned):
         "dense": str(folder / "dense.onnx"),
         "slim": str(folder / "slim.onnx"),
     }
-    assert {"export_s", "surgery_s", "verify_s", "total_s"} <= set(report["timings"])
+    assert {"export_s", "surgery_s", "verify_s", "pt2_s", "total_s"} <= set(report["timings"])
+    pt2 = report["pt2"]
+    assert pt2["dense"] == str(folder / "dense.pt2")
+    check = pt2["verification"]["dense"]
+    assert check["lossless"] is True and check["verified_batch_sizes"] == [1, 3, 2]
+    assert check["sha256"] == report["sha256"]["dense_pt2"]
+    assert hashlib.sha256((folder / "dense.pt2").read_bytes()).hexdigest() == check["sha256"]
+    assert pt2["slim"] is None and "needs train/slicing.py" in pt2["missing"]
     rows = {r["name"]: r for r in report["layers"]}
     for key, entry in pruned["plan"]["layers"].items():
         row = rows[key]
@@ -83,7 +91,13 @@ def test_checkpoint_mode_default_exporter_and_out_dir(tmp_path):
     assert "lossless" in result.stdout
     report = json.loads((out / "slim_report.json").read_text())
     assert report["exporter"] == "dynamo" and report["input_shape"] == [3, 1, 8, 8]
-    assert sorted(p.name for p in out.iterdir()) == ["dense.onnx", "slim.onnx", "slim_report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dense.onnx",
+        "dense.pt2",
+        "slim.onnx",
+        "slim_report.json",
+    ]
+    assert "note: slim.pt2 not written" in result.stderr  # until train/slicing.py is wired
 
 
 def test_onnx_mode_writes_slim_model_and_report(pruned, tmp_path):

@@ -53,6 +53,10 @@ class RunDir:
         """``dense.onnx`` or ``slim.onnx``."""
         return self.path / f"{model}.onnx"
 
+    def pt2(self, model: str) -> Path:
+        """``dense.pt2`` or ``slim.pt2``: the PyTorch programs (``torch.export``)."""
+        return self.path / f"{model}.pt2"
+
     # -- build ----------------------------------------------------------------------------------
     def engine(self, model: str) -> Path:
         """``dense.engine`` or ``slim.engine``."""

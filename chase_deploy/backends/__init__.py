@@ -1,4 +1,5 @@
-"""Backends behind one interface: ``ort-cpu``, ``ort-cuda``, ``ort-trt`` and ``tensorrt``.
+"""Backends behind one interface: ``ort-cpu``, ``ort-cuda``, ``ort-trt`` and ``tensorrt`` run
+ONNX models (and engines); ``torch-cpu`` and ``torch-cuda`` run the ``.pt2`` programs ``slim`` writes.
 
 ``get_backend`` refuses (MissingBackend, exit 2) a backend that cannot really run here and says
 which piece is missing; it never falls back to another device silently.
@@ -9,10 +10,18 @@ from __future__ import annotations
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel
 from chase_deploy.errors import BadInput, MissingBackend
 
-BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "torch-cpu", "torch-cuda")
+TORCH_BACKENDS = ("torch-cpu", "torch-cuda")
+# The options ``get_backend`` passes on, per backend (ONNX Runtime's take none).
+OPTIONS = {
+    "tensorrt": ("precision", "workspace_mib", "cuda_graph"),
+    "torch-cpu": ("precision", "channels_last", "compile"),
+    "torch-cuda": ("precision", "channels_last", "compile", "cuda_graph"),
+}
 
 __all__ = [
     "BACKENDS",
+    "TORCH_BACKENDS",
     "Backend",
     "InputSpec",
     "LoadedModel",
@@ -50,11 +59,20 @@ def require_backend(name: str) -> None:
 
 
 def get_backend(name: str, threads: int | None = None, **options) -> Backend:
-    """A ready backend; ``threads`` pins ORT's intra-op threads (default: all available cores).
+    """A ready backend; ``threads`` pins ORT's (or torch's) intra-op threads (default: all
+    available cores).
 
-    ``options`` go to the TensorRT backend (``precision``, ``workspace_mib``, ``cuda_graph``).
+    ``options`` go to the TensorRT backend (``precision``, ``workspace_mib``, ``cuda_graph``) or
+    the torch backends (``precision``, ``channels_last``, ``compile``, ``cuda_graph``).
     """
     require_backend(name)
+    unknown = sorted(set(options) - set(OPTIONS.get(name, ())))
+    if unknown:
+        raise BadInput(f"backend {name} takes no {', '.join(unknown)} option")
+    if name in TORCH_BACKENDS:
+        from chase_deploy.backends.pytorch import TorchBackend
+
+        return TorchBackend(name, threads=threads, **options)
     if name == "tensorrt":
         from chase_deploy.backends.trt.backend import TensorRTBackend
 

@@ -1,13 +1,17 @@
-"""Tell an ONNX model from a TensorRT engine by content, and read an ONNX model's inputs.
+"""Tell an ONNX model, a ``.pt2`` program and a TensorRT engine apart by content, and read an
+ONNX model's inputs.
 
-Extensions lie (``.plan``, ``.trt``, ``.engine``, a renamed file), so the bytes decide: a file
-that parses as an ONNX ModelProto with a graph is ONNX; a file with the JSON sidecar that
-``chase-deploy build`` writes is one of our engines; anything else is refused, except that the
-TensorRT backend may still try to deserialize it as an engine built elsewhere.
+Extensions lie (``.plan``, ``.trt``, ``.engine``, a renamed file), so the bytes decide: a zip
+archive whose ``archive_format`` entry says ``pt2`` is a ``torch.export`` program (for the torch
+backends); a file that parses as an ONNX ModelProto with a graph is ONNX; a file with the JSON
+sidecar that ``chase-deploy build`` writes is one of our engines; anything else is refused,
+except that the TensorRT backend may still try to deserialize it as an engine built elsewhere.
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +22,7 @@ from chase_deploy.backends.base import InputSpec
 from chase_deploy.backends.trt.sidecar import SIDECAR_SUFFIX, read_sidecar
 from chase_deploy.errors import BadInput
 
-Kind = Literal["onnx", "engine", "unknown"]
+Kind = Literal["onnx", "pt2", "engine", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,20 @@ class ModelFile:
         """The error for a file this backend cannot run."""
         if self.kind == "engine":
             return BadInput(f"{self.path} is a TensorRT engine: bench it with --backend tensorrt")
+        if self.kind == "pt2":
+            return BadInput(
+                f"{self.path} is a PyTorch .pt2 program: bench it with --backend torch-cpu or "
+                f"torch-cuda"
+            )
+        if self.kind == "onnx":
+            return BadInput(
+                f"{self.path} is an ONNX model: the torch backends run .pt2 programs (`slim` "
+                f"writes dense.pt2 beside dense.onnx); bench ONNX with --backend ort-cpu"
+            )
         return BadInput(
-            f"{self.path} is neither an ONNX model ({self.why_not_onnx}) nor a TensorRT engine "
-            f"with the {self.path.name}{SIDECAR_SUFFIX} sidecar from `chase-deploy build`"
+            f"{self.path} is neither an ONNX model ({self.why_not_onnx}), a .pt2 program nor a "
+            f"TensorRT engine with the {self.path.name}{SIDECAR_SUFFIX} sidecar from "
+            f"`chase-deploy build`"
         )
 
 
@@ -50,6 +65,8 @@ def inspect_model_file(path: str | Path) -> ModelFile:
         data = path.read_bytes()
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from e
+    if is_pt2(data):
+        return ModelFile(path, "pt2")
     model, why = _parse_onnx(data)
     if model is not None:
         return ModelFile(path, "onnx", tuple(onnx_inputs(model)))
@@ -57,6 +74,18 @@ def inspect_model_file(path: str | Path) -> ModelFile:
     if sidecar is not None:
         return ModelFile(path, "engine", sidecar=sidecar, why_not_onnx=why)
     return ModelFile(path, "unknown", why_not_onnx=why)
+
+
+def is_pt2(data: bytes) -> bool:
+    """A ``torch.export.save`` archive: a zip with ``<name>/archive_format`` reading ``pt2``."""
+    if not data.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            marker = [n for n in archive.namelist() if n.endswith("/archive_format")]
+            return bool(marker) and archive.read(marker[0]).strip() == b"pt2"
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
 
 
 def _parse_onnx(data: bytes):

@@ -1,9 +1,12 @@
 """ONNX Runtime backends: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (its TensorRT provider).
 
 Sessions are pinned for measurement: ``intra_op_num_threads`` fixed (and reported),
-``inter_op_num_threads`` 1, sequential execution, all graph optimizations. GPU sessions keep
-inputs and outputs on the device (I/O binding) so a timed run is compute, not PCIe copies, and
-are timed with CUDA events on the stream ONNX Runtime computes on when torch can provide one.
+``inter_op_num_threads`` 1, sequential execution, all graph optimizations. Provider options come
+from ``ort_providers`` (the probe uses the same). GPU sessions keep inputs and outputs on the
+device (I/O binding, outputs allocated once before timing) so a timed run is compute, not PCIe
+copies or allocation, and are timed with CUDA events on the stream ONNX Runtime computes on when
+torch can provide one. ``ort-trt`` opens one session per batch size, each with one TensorRT
+profile for exactly that size, like the ``tensorrt`` backend's one profile per batch.
 """
 
 from __future__ import annotations
@@ -14,24 +17,36 @@ from pathlib import Path
 
 import numpy as np
 
+from chase_deploy.backends import ort_providers
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer, random_inputs
 from chase_deploy.backends.modelfile import inspect_model_file
-from chase_deploy.backends.probe import ORT_PROVIDERS, captured_output
+from chase_deploy.backends.probe import captured_output
 from chase_deploy.environment import available_cores, onnxruntime_version
 from chase_deploy.errors import BadInput, MissingBackend
 
 
 class OrtModel(LoadedModel):
-    def __init__(self, path: Path, session, inputs: list[InputSpec]):
+    """One model; ``sessions`` maps each batch size to its session (often one for all)."""
+
+    def __init__(self, path: Path, sessions: dict[int, object], inputs: list[InputSpec]):
         self.path = path
-        self.session = session
+        self.sessions = sessions
         self.inputs = inputs
 
+    @property
+    def session(self):
+        """The session of the first batch size (all of them, for single-session backends)."""
+        return next(iter(self.sessions.values()))
+
+    def session_for(self, batch: int):
+        return self.sessions.get(batch, self.session)
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
+        batch = int(next(iter(feeds.values())).shape[0])
+        return self.session_for(batch).run(None, feeds)
 
     def timer(self, batch: int) -> Timer:
-        session, feeds = self.session, random_inputs(self.inputs, batch)
+        session, feeds = self.session_for(batch), random_inputs(self.inputs, batch)
         clock = time.perf_counter_ns
 
         def once() -> float:
@@ -45,16 +60,20 @@ class OrtModel(LoadedModel):
 class OrtGpuModel(OrtModel):
     """Inputs and outputs bound on the GPU; timed with CUDA events when torch has CUDA."""
 
-    def __init__(self, path: Path, session, inputs: list[InputSpec], stream=None):
-        super().__init__(path, session, inputs)
+    def __init__(self, path: Path, sessions: dict, inputs: list[InputSpec], stream=None):
+        super().__init__(path, sessions, inputs)
         self.stream = stream  # a torch.cuda.Stream shared with ONNX Runtime, or None
 
     def timer(self, batch: int) -> Timer:
-        return _BoundRun(self.session, random_inputs(self.inputs, batch), self.stream)
+        return BoundRun(self.session_for(batch), random_inputs(self.inputs, batch), self.stream)
 
 
-class _BoundRun:
-    """One timed ``run_with_iobinding`` on device-resident inputs and outputs."""
+class BoundRun:
+    """One timed ``run_with_iobinding`` on device-resident inputs and preallocated outputs.
+
+    The outputs are allocated by one untimed run and then bound as fixed buffers, so no timed
+    run allocates (``bind_output`` without a buffer would allocate on every run).
+    """
 
     def __init__(self, session, feeds: dict[str, np.ndarray], stream):
         import onnxruntime as ort
@@ -67,8 +86,13 @@ class _BoundRun:
         }
         for name, value in self.values.items():
             self.binding.bind_ortvalue_input(name, value)
-        for out in session.get_outputs():
-            self.binding.bind_output(out.name, "cuda", 0)
+        names = [out.name for out in session.get_outputs()]
+        for name in names:
+            self.binding.bind_output(name, "cuda", 0)
+        session.run_with_iobinding(self.binding)  # untimed: ONNX Runtime allocates the outputs
+        self.outputs = list(self.binding.get_outputs())
+        for name, value in zip(names, self.outputs, strict=True):
+            self.binding.bind_ortvalue_output(name, value)
         self.stream = stream
         if stream is not None:
             import torch
@@ -96,10 +120,11 @@ class OrtBackend(Backend):
 
     def __init__(self, threads: int | None = None):
         self.threads = threads or available_cores()
+        self.stream = None
 
     @property
     def provider(self) -> str:
-        return ORT_PROVIDERS[self.name]
+        return ort_providers.PROVIDERS[self.name]
 
     def session_options(self):
         import onnxruntime as ort
@@ -112,8 +137,10 @@ class OrtBackend(Backend):
         options.log_severity_level = 3
         return options
 
-    def providers(self, inputs: list[InputSpec], batches: Sequence[int]) -> list:
-        return [self.provider]
+    def providers(self, inputs: Sequence[InputSpec], batch: int) -> list:
+        """The provider list of the session that runs ``batch`` (``ort_providers``)."""
+        handle = self.stream.cuda_stream if self.stream is not None else None
+        return ort_providers.provider_list(self.name, inputs, batch, handle)
 
     def load(self, path: Path, batches: Sequence[int]) -> OrtModel:
         from chase_deploy.backends.base import check_batches
@@ -123,16 +150,20 @@ class OrtBackend(Backend):
             raise model_file.not_runnable(self.name)
         inputs = list(model_file.inputs)
         check_batches(path, inputs, batches)
-        session = self._session(path, inputs, batches)
-        return self._wrap(Path(path), session, inputs)
+        if self.name in ort_providers.PER_BATCH:
+            sessions = {b: self._session(path, self.providers(inputs, b)) for b in batches}
+        else:
+            session = self._session(path, self.providers(inputs, batches[0]))
+            sessions = dict.fromkeys(batches, session)
+        return self._wrap(Path(path), sessions, inputs)
 
-    def _session(self, path: Path, inputs: list[InputSpec], batches: Sequence[int]):
+    def _session(self, path: Path, providers: list):
         import onnxruntime as ort
 
         try:
             with captured_output():
                 session = ort.InferenceSession(
-                    str(path), self.session_options(), providers=self.providers(inputs, batches)
+                    str(path), self.session_options(), providers=providers
                 )
         except Exception as e:
             text = str(e).strip()
@@ -146,8 +177,8 @@ class OrtBackend(Backend):
             )
         return session
 
-    def _wrap(self, path: Path, session, inputs: list[InputSpec]) -> OrtModel:
-        return OrtModel(path, session, inputs)
+    def _wrap(self, path: Path, sessions: dict, inputs: list[InputSpec]) -> OrtModel:
+        return OrtModel(path, sessions, inputs)
 
     def describe(self) -> dict:
         return {
@@ -170,55 +201,31 @@ class OrtCudaBackend(OrtBackend):
 
     def __init__(self, threads: int | None = None):
         super().__init__(threads)
-        self.stream = _torch_stream()
+        self.stream = ort_providers.compute_stream()
         self.timer_kind = "cuda-events" if self.stream is not None else "perf_counter"
 
-    def _device_options(self) -> dict:
-        options = {"device_id": "0"}
-        if self.stream is not None:  # ORT computes on torch's stream, so torch events time it
-            options["has_user_compute_stream"] = "1"
-            options["user_compute_stream"] = str(self.stream.cuda_stream)
-        return options
-
-    def providers(self, inputs: list[InputSpec], batches: Sequence[int]) -> list:
-        return [(self.provider, self._device_options()), "CPUExecutionProvider"]
-
-    def _wrap(self, path: Path, session, inputs: list[InputSpec]) -> OrtModel:
-        return OrtGpuModel(path, session, inputs, self.stream)
+    def _wrap(self, path: Path, sessions: dict, inputs: list[InputSpec]) -> OrtModel:
+        return OrtGpuModel(path, sessions, inputs, self.stream)
 
     def describe(self) -> dict:
         from chase_deploy.environment import current_gpu
 
         gpu = current_gpu()
-        return {**super().describe(), "device": gpu.name if gpu else "cuda"}
+        return {
+            **super().describe(),
+            "device": gpu.name if gpu else "cuda",
+            "io": "device buffers bound once, no copies or allocation in timed runs",
+        }
 
 
 class OrtTensorrtBackend(OrtCudaBackend):
-    """ONNX Runtime's TensorRT provider (fp32), with one profile covering the requested batches."""
+    """ONNX Runtime's TensorRT provider (fp32): one session and profile per batch size."""
 
     name = "ort-trt"
 
-    def providers(self, inputs: list[InputSpec], batches: Sequence[int]) -> list:
-        options = {**self._device_options(), "trt_fp16_enable": "False"}
-        if any(spec.fixed_batch is None for spec in inputs):
-            lo, hi = min(batches), max(batches)
-            options["trt_profile_min_shapes"] = _shapes(inputs, lo)
-            options["trt_profile_opt_shapes"] = _shapes(inputs, hi)
-            options["trt_profile_max_shapes"] = _shapes(inputs, hi)
-        cuda = ("CUDAExecutionProvider", self._device_options())
-        return [(self.provider, options), cuda, "CPUExecutionProvider"]
-
-
-def _shapes(inputs: list[InputSpec], batch: int) -> str:
-    return ",".join(f"{s.name}:{'x'.join(map(str, s.at_batch(batch)))}" for s in inputs)
-
-
-def _torch_stream():
-    """A torch CUDA stream for ONNX Runtime to compute on, so torch events can time it."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.Stream()
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "precision": "fp32",
+            "profiles": "one session per batch size, its profile min = opt = max = that size",
+        }

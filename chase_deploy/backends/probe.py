@@ -2,8 +2,9 @@
 
 A provider in ``onnxruntime.get_available_providers()`` only says the wheel was built with it;
 its shared library may still fail to load (no CUDA, no cuDNN, no TensorRT libraries, no GPU),
-and ONNX Runtime then quietly runs on the CPU instead. So each GPU provider is tried on a
-one-node model, with ONNX Runtime's own console noise captured to explain the failure.
+and ONNX Runtime then quietly runs on the CPU instead. So each GPU backend's provider list is
+tried on a one-node model with a dynamic batch axis, with exactly the options its real sessions
+get (``ort_providers``), and ONNX Runtime's own console noise captured to explain a failure.
 """
 
 from __future__ import annotations
@@ -17,25 +18,31 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+import numpy as np
+
+from chase_deploy.backends import ort_providers
+from chase_deploy.backends.base import InputSpec
 from chase_deploy.environment import onnxruntime_version, package_version, scan_gpus
 
 PIP_TENSORRT = "pip install 'chase-deploy[tensorrt]'"
-ORT_PROVIDERS = {
-    "ort-cpu": "CPUExecutionProvider",
-    "ort-cuda": "CUDAExecutionProvider",
-    "ort-trt": "TensorrtExecutionProvider",
-}
+ORT_PROVIDERS = ort_providers.PROVIDERS
+PROBE_BATCH = 1
+PROBE_INPUTS = (InputSpec("x", (None, 4), np.dtype(np.float32)),)  # the probe model's input
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def missing_pieces(backend: str) -> list[str]:
     """Why ``backend`` cannot run on this machine; empty when it can."""
     if backend == "ort-cpu":
-        return _ort_missing("CPUExecutionProvider")
+        return _ort_missing("ort-cpu")
     if backend in ("ort-cuda", "ort-trt"):
-        return [r for r in (gpu_missing(), *_ort_missing(ORT_PROVIDERS[backend])) if r]
+        return [r for r in (gpu_missing(), *_ort_missing(backend)) if r]
     if backend == "tensorrt":
         return [r for r in (tensorrt_missing(), gpu_missing(), torch_cuda_missing()) if r]
+    if backend == "torch-cpu":
+        return [r for r in (torch_missing(),) if r]
+    if backend == "torch-cuda":
+        return [r for r in (torch_missing(), gpu_missing(), torch_cuda_missing()) if r]
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -60,8 +67,17 @@ def tensorrt_missing() -> str | None:
 
 
 @functools.cache
+def torch_missing() -> str | None:
+    """None when torch is installed (the torch backends and the ``.pt2`` files need it)."""
+    import importlib.util
+
+    return None if importlib.util.find_spec("torch") is not None else "torch is not installed"
+
+
+@functools.cache
 def torch_cuda_missing() -> str | None:
-    """The TensorRT runner uses torch CUDA tensors as buffers, so torch must see the GPU.
+    """torch must see the GPU: the TensorRT runner uses torch CUDA tensors as buffers, and
+    ``torch-cuda`` is torch itself.
 
     A CPU-only torch is recognised by its missing CUDA library, without importing torch (slow);
     torch is imported to ask it only when there is a GPU for it to see.
@@ -88,7 +104,8 @@ def torch_cuda_missing() -> str | None:
 
 
 @functools.cache
-def _ort_missing(provider: str) -> list[str]:
+def _ort_missing(backend: str) -> list[str]:
+    provider = ORT_PROVIDERS[backend]
     try:
         import onnxruntime as ort
     except Exception as e:
@@ -101,25 +118,33 @@ def _ort_missing(provider: str) -> list[str]:
         ]
     if provider == "CPUExecutionProvider":
         return []
-    reason = _try_session(provider)
+    reason = try_session(backend)
     return [reason] if reason else []
 
 
-def _try_session(provider: str) -> str | None:
-    """Run a one-node model with ``provider`` first; None if it really ran there."""
-    import numpy as np
+def probe_providers(backend: str, stream=None) -> list:
+    """The provider list the probe tries for ``backend``: the one its real sessions get, for
+    the probe model's input at batch ``PROBE_BATCH`` (``stream``: the torch stream, if any)."""
+    handle = stream.cuda_stream if stream is not None else None
+    return ort_providers.provider_list(backend, PROBE_INPUTS, PROBE_BATCH, handle)
+
+
+def try_session(backend: str) -> str | None:
+    """Run the probe model with ``backend``'s provider list; None if it really ran there."""
     import onnxruntime as ort
 
+    provider = ORT_PROVIDERS[backend]
     options = ort.SessionOptions()
     options.log_severity_level = 2
     try:
         with captured_output() as log:
+            stream = ort_providers.compute_stream() if provider != "CPUExecutionProvider" else None
             session = ort.InferenceSession(
-                _tiny_model(), options, providers=[provider, "CPUExecutionProvider"]
+                _tiny_model(), options, providers=probe_providers(backend, stream)
             )
             active = session.get_providers()
             if active and active[0] == provider:
-                session.run(None, {"x": np.ones((1, 4), np.float32)})
+                session.run(None, {"x": np.ones((PROBE_BATCH, 4), np.float32)})
     except Exception as e:
         return f"onnxruntime's {provider} failed ({_first_line(e)})"
     if active and active[0] == provider:
@@ -146,13 +171,14 @@ def _explain(text: str, provider: str) -> str:
 
 @functools.cache
 def _tiny_model() -> bytes:
+    """One Relu with a dynamic batch axis, like the models ``bench`` runs."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
         "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     return model.SerializeToString()

@@ -66,7 +66,8 @@ def command(
     """Remove pruned channels in ONNX and verify the result with ONNX Runtime.
 
     \b
-    From a checkpoint (writes dense.onnx, slim.onnx, slim_report.json):
+    From a checkpoint (writes dense.onnx, slim.onnx, dense.pt2, slim.pt2, slim_report.json;
+    the .pt2 files are torch.export programs for `bench --backend torch-cpu|torch-cuda`):
       chase-deploy slim runs/quickstart/final.pt
       chase-deploy slim final.pt --out deploy/ --round-to 8 --input-shape 1,3,224,224
     From any ONNX model and a channel plan (writes SLIM.onnx and SLIM.report.json):
@@ -112,10 +113,14 @@ def command(
         written = [
             report["onnx"]["dense"],
             report["onnx"]["slim"],
+            *(p for p in (report["pt2"]["dense"], report["pt2"]["slim"]) if p),
             str(RunDir(Path(report["onnx"]["slim"]).parent).slim_report),
         ]
     click.echo(_summary(report))
     click.echo("wrote " + ", ".join(written))
+    missing = report.get("pt2", {}).get("missing")
+    if missing:
+        click.echo(f"note: {missing}", err=True)
 
 
 def _summary(report: dict) -> str:

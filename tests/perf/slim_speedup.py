@@ -45,9 +45,9 @@ def table15_counts(seed: int = 0) -> list[tuple[int, int]]:
     return counts
 
 
-def chase_checkpoint(path: Path, seed: int = 0) -> dict:
-    """A resnet50 checkpoint as Chase would leave it: pruned rows/columns zero and masked."""
-    from train.checkpoint import save_checkpoint
+def chase_model(seed: int = 0) -> tuple[nn.Module, dict, dict]:
+    """A resnet50 as Chase would leave it with the ``table15_counts`` widths: (model in eval mode
+    with pruned rows/columns zero, masks, channel-plan layers). Also used by tests/gpu/prepare.py."""
     from train.models import create_model
 
     torch.manual_seed(seed)
@@ -81,6 +81,14 @@ def chase_checkpoint(path: Path, seed: int = 0) -> dict:
     with torch.no_grad():
         for name, mask in masks.items():
             dict(model.named_parameters())[name].mul_(mask)
+    return model, masks, layers
+
+
+def chase_checkpoint(path: Path, seed: int = 0) -> dict:
+    """A resnet50 checkpoint as Chase would leave it: pruned rows/columns zero and masked."""
+    from train.checkpoint import save_checkpoint
+
+    model, masks, layers = chase_model(seed)
     save_checkpoint(
         path,
         {

@@ -54,6 +54,8 @@ class TensorRTBackend(Backend):
         from chase_deploy.backends.trt.runner import TrtRunner
 
         model_file = inspect_model_file(path)
+        if model_file.kind == "pt2":
+            raise model_file.not_runnable(self.name)
         if model_file.kind == "onnx":
             runner = TrtRunner(self._build(Path(path), batches), path, self.cuda_graph)
         elif model_file.kind == "engine":
@@ -104,6 +106,8 @@ class TensorRTBackend(Backend):
             "device": gpu.name if gpu else "cuda",
             "precision_for_onnx_inputs": self.precision,
             "cuda_graphs": self.cuda_graph and all(r.graphs_used for r in self._runners),
+            "cuda_graph_failures": [r.graph_failure for r in self._runners if r.graph_failure],
+            "strongly_typed": True,
             "io": "device buffers, no host copies in timed runs",
             "timer": self.timer_kind,
         }

@@ -5,9 +5,15 @@ An engine only runs on the TensorRT version and GPU model that built it, so ``bu
 optimization profile, sha256 of the source ONNX; see ``sidecar``) and the runner checks it
 before loading.
 
-Precision: TensorRT 10 takes builder flags (FP16/BF16, weakly typed). TensorRT 11 is strongly
-typed and has no such flags, so the ONNX model itself is converted first (``precision``),
-keeping fp32 inputs and outputs. TF32 stays at TensorRT's default (on) for fp32 engines.
+Precision, one path for TensorRT 10 and 11: the network is strongly typed, so every tensor
+runs in the type the ONNX graph gives it, and fp16/bf16 come from converting the ONNX model
+first (``precision``: fp16/bf16 inside, fp32 inputs and outputs). TensorRT 10 is asked for
+strong typing with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; TensorRT 11 is always
+strongly typed (the flag is deprecated there and not passed). The weakly typed builder flags
+(``BuilderFlag.FP16``/``BF16``, deprecated since 10.12, removed in 11) are never used. TF32
+stays at TensorRT's default (on) for fp32 layers.
+
+Every TensorRT call that reports failure by its return value is checked.
 """
 
 from __future__ import annotations
@@ -88,13 +94,10 @@ def build_plan(
     from chase_deploy.backends.trt.precision import convert_precision
     from chase_deploy.environment import current_gpu
 
-    major = int(trt.__version__.split(".")[0])
-    strongly_typed = major >= 11
-    if strongly_typed:
-        model = convert_precision(model, precision)
+    model = convert_precision(model, precision)
     logger = trt_logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString(), str(onnx_path)):
         raise BadInput(
@@ -102,8 +105,6 @@ def build_plan(
         )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if not strongly_typed and precision != "fp32":
-        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
     inputs = _static_inputs(onnx_path, model)
     if any(spec.fixed_batch is None for spec in inputs):
         for lo, opt, hi in profiles:
@@ -112,7 +113,11 @@ def build_plan(
                 profile.set_shape(
                     spec.name, spec.at_batch(lo), spec.at_batch(opt), spec.at_batch(hi)
                 )
-            config.add_optimization_profile(profile)
+            if config.add_optimization_profile(profile) < 0:
+                raise BadInput(
+                    f"TensorRT {trt.__version__} refused the optimization profile batch "
+                    f"{lo}:{opt}:{hi} for {onnx_path}: {logger.last_error() or 'invalid profile'}"
+                )
     cache = _attach_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -131,7 +136,7 @@ def build_plan(
         "tensorrt": trt.__version__,
         "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability} if gpu else None,
         "precision": precision,
-        "strongly_typed": strongly_typed,
+        "strongly_typed": True,
         "tf32": True,  # TensorRT's default for fp32 layers; not disabled here
         "workspace_mib": workspace_mib,
         "profiles": [
@@ -147,6 +152,18 @@ def build_plan(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return bytes(plan), info
+
+
+def network_flags(trt) -> int:
+    """``create_network`` flags for a strongly typed network on TensorRT 10 and 11.
+
+    TensorRT 10 needs ``STRONGLY_TYPED`` asked for; TensorRT 11 is always strongly typed and
+    deprecates the flag, so nothing is passed there.
+    """
+    major = int(str(trt.__version__).split(".")[0])
+    if major >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def _attach_timing_cache(config, timing_cache: str | Path | None):

@@ -1,12 +1,25 @@
-"""The TensorRT logger shared by the loader and the runner."""
+"""The one TensorRT logger of the process, shared by the loader and the runner.
+
+TensorRT keeps the first logger it is given for the whole process: a ``Builder`` or ``Runtime``
+made later with another logger still reports to the first one. So there is exactly one, made
+on first use, and every ``trt.Builder``, ``trt.OnnxParser`` and ``trt.Runtime`` gets it;
+otherwise the errors behind a failed build or run would land in a logger nobody reads.
+"""
 
 from __future__ import annotations
 
+import collections
+import functools
 
+KEEP_ERRORS = 50
+
+
+@functools.cache
 def trt_logger():
-    """A TensorRT logger that keeps errors (for one-line messages) and prints warnings.
+    """The process-wide TensorRT logger: keeps recent errors (for one-line messages) and prints
+    warnings and errors to stderr.
 
-    Defined inside a function because its base class exists only once TensorRT is imported.
+    The class is defined here because its base class exists only once TensorRT is imported.
     """
     import sys
 
@@ -15,7 +28,7 @@ def trt_logger():
     class _Logger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
+            self.errors: collections.deque[str] = collections.deque(maxlen=KEEP_ERRORS)
 
         def log(self, severity, msg):
             if int(severity) <= int(trt.ILogger.Severity.ERROR):

@@ -1,7 +1,8 @@
 """Convert an fp32 ONNX model to fp16 or bf16 while its inputs and outputs stay fp32.
 
-TensorRT 11 is strongly typed: it runs each tensor in the type the ONNX graph gives it, so
-reduced precision has to be in the model itself. fp16 uses onnxconverter-common's converter
+chase-deploy builds strongly typed TensorRT networks (on TensorRT 10 by request, on 11 always):
+each tensor runs in the type the ONNX graph gives it, so reduced precision has to be in the
+model itself. fp16 uses onnxconverter-common's converter
 (Microsoft's, the one ONNX Runtime documents), which casts the fp32 graph inputs to fp16 and the
 fp16 results back to fp32. bf16 reuses that pass and then retypes every fp16 tensor to bf16,
 taking the weights from the fp32 originals (converting through fp16 would clamp them to ±65504

@@ -4,6 +4,11 @@ Buffers are torch CUDA tensors (the engine's I/O dtypes); one execution context 
 to the optimization profile that serves the batch size best (the one tuned for it if any).
 Timed runs are bracketed by CUDA events on the context's stream, so the latency is the device
 time of one batch with no host copies. Imported only when the ``tensorrt`` backend is used.
+
+TensorRT reports many failures only by a False return (``set_optimization_profile_async``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); every one is checked, and
+the error goes out with the logger's last message. A capture whose ``execute_async_v3`` failed is
+discarded instead of timing the replay of an empty graph.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class TrtRunner:
             )
         self.cuda_graph = cuda_graph
         self.graphs_used = False
+        self.graph_failure = ""  # why a CUDA graph capture was discarded, if one was
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
@@ -116,14 +122,14 @@ class TrtRunner:
         self.check_batches([batch])
         self.release()
         context = self.engine.create_execution_context()
+        if context is None:
+            self._fail("create_execution_context()")
         stream = torch.cuda.Stream()
-        if self.engine.num_optimization_profiles > 1:
-            context.set_optimization_profile_async(self._profile_for(batch), stream.cuda_stream)
+        self.configure(context, batch, stream.cuda_stream)
         buffers = {}
         generator = torch.Generator(device="cuda").manual_seed(0)
         for spec in self.inputs:
             shape = spec.at_batch(batch)
-            context.set_input_shape(spec.name, shape)
             dtype = _torch_dtype(self.engine.get_tensor_dtype(spec.name))
             if dtype.is_floating_point:
                 t = torch.randn(shape, generator=generator, device="cuda").to(dtype)
@@ -134,14 +140,36 @@ class TrtRunner:
             shape = tuple(context.get_tensor_shape(name))
             dtype = _torch_dtype(self.engine.get_tensor_dtype(name))
             buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
-        for name, tensor in buffers.items():
-            context.set_tensor_address(name, tensor.data_ptr())
+        self.set_addresses(context, {name: t.data_ptr() for name, t in buffers.items()})
         torch.cuda.synchronize()
         self._enqueue(context, stream)  # the first run allocates; graphs capture after it
         stream.synchronize()
         graph = self._capture(context, stream) if self.cuda_graph else None
         self._current = _Prepared(batch, context, stream, buffers, graph)
         return self._current
+
+    def configure(self, context, batch: int, stream_handle: int) -> None:
+        """Select the optimization profile for ``batch`` and set every input's shape, checked."""
+        if self.engine.num_optimization_profiles > 1:
+            profile = self._profile_for(batch)
+            if not context.set_optimization_profile_async(profile, stream_handle):
+                self._fail(f"set_optimization_profile_async({profile})")
+        for spec in self.inputs:
+            shape = spec.at_batch(batch)
+            if not context.set_input_shape(spec.name, shape):
+                self._fail(f"set_input_shape({spec.name!r}, {shape})")
+
+    def set_addresses(self, context, addresses: dict[str, int]) -> None:
+        """Point every I/O tensor at its device buffer, checked."""
+        for name, pointer in addresses.items():
+            if not context.set_tensor_address(name, pointer):
+                self._fail(f"set_tensor_address({name!r})")
+
+    def _fail(self, call: str):
+        raise RuntimeError(
+            f"TensorRT {call} failed for {self.source}: "
+            f"{self.logger.last_error() or 'no error was logged'}"
+        )
 
     def release(self) -> None:
         """Drop the prepared context, its graph and buffers (graph before context)."""
@@ -153,19 +181,32 @@ class TrtRunner:
 
     def _enqueue(self, context, stream) -> None:
         if not context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(
-                f"TensorRT execute_async_v3 failed for {self.source}: {self.logger.last_error()}"
-            )
+            self._fail("execute_async_v3")
 
     def _capture(self, context, stream):
+        """A CUDA graph of one ``execute_async_v3``; None (runs go without a graph) when the
+        capture fails or the enqueue inside it reports failure, so an empty graph is never
+        replayed and timed."""
+        import sys
+
         import torch
 
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, stream=stream):
-                context.execute_async_v3(stream.cuda_stream)
-        except Exception:  # some engines cannot be captured; run them without a graph
+                if not context.execute_async_v3(stream.cuda_stream):
+                    raise RuntimeError(
+                        f"execute_async_v3 returned False during capture "
+                        f"({self.logger.last_error() or 'no error was logged'})"
+                    )
+        except Exception as e:  # some engines cannot be captured; run them without a graph
             torch.cuda.synchronize()
+            self.graph_failure = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            print(
+                f"[chase-deploy] {self.source}: CUDA graph capture discarded, running without "
+                f"a graph: {self.graph_failure}",
+                file=sys.stderr,
+            )
             return None
         self.graphs_used = True
         return graph

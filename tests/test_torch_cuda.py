@@ -1,0 +1,78 @@
+"""``torch-cuda`` on ``.pt2`` programs: CUDA graphs, precisions, compile, the bench contract.
+
+GPU-marked: ``tests/gpu/check.sh`` runs these on the lendable H200 box; they skip without torch
+CUDA and a GPU. This module imports only torch, numpy, onnx and the project (no click, no
+onnx-graphsurgeon), so it collects on that box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_models import masked_net, sliced_by_hand, write_pt2
+
+from chase_deploy.backends import get_backend, missing_pieces
+from chase_deploy.backends.base import random_inputs
+from chase_deploy.bench import benchmark
+
+DROPPED = (1, 4, 6)
+KEPT = [c for c in range(8) if c not in DROPPED]
+needs_cuda = pytest.mark.skipif(
+    bool(missing_pieces("torch-cuda")), reason="needs torch with CUDA and an NVIDIA GPU"
+)
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pt2")
+    masked = masked_net(dropped=DROPPED)
+    dense = write_pt2(folder / "dense.pt2", masked)
+    slim = write_pt2(folder / "slim.pt2", sliced_by_hand(masked, KEPT))
+    return {"dense": dense, "slim": slim, "masked": masked}
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("precision", "channels_last", "compile_"),
+    [("fp32", False, False), ("bf16", True, False), ("bf16", True, True)],
+)
+def test_torch_cuda_graphs_and_outputs(programs, precision, channels_last, compile_):
+    backend = get_backend(
+        "torch-cuda", precision=precision, channels_last=channels_last, compile=compile_
+    )
+    model = backend.load(programs["slim"], [1, 8])
+    name = model.inputs[0].name
+    tol = backend.output_tolerance
+    for batch in (1, 8):
+        x = random_inputs(model.inputs, batch, seed=batch)[name]
+        (out,) = model.run({name: x})
+        with torch.no_grad():
+            expected = programs["masked"](torch.from_numpy(x)).numpy()
+        assert np.abs(out - expected).max() <= tol * max(1.0, np.abs(expected).max())
+        timer = model.timer(batch)
+        assert all(timer() > 0 for _ in range(3))
+    info = backend.describe()
+    assert info["timer"] == "cuda-events"
+    assert info["cuda_graphs"] is True, info["cuda_graph_failures"]
+    model.close()
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_torch_cuda_benchmark_contract(programs):
+    result = benchmark(
+        [programs["dense"], programs["slim"]],
+        backend="torch-cuda",
+        batches=[1, 16],
+        warmup_ms=5,
+        duration_s=0.05,
+        options={"precision": "bf16", "channels_last": True},
+        check_outputs=True,
+    )
+    assert [r["batch"] for r in result["results"]] == [1, 1, 16, 16]
+    assert all(r["latency_ms"]["min"] > 0 for r in result["results"])
+    env = result["environment"]
+    assert env["backend"]["device"] != "cpu" and env["backend"]["cuda_graphs"] is True
+    assert all(c["passed"] for c in env["output_check"])
