@@ -288,21 +288,22 @@ class ChannelPass:
         return shape
 
     def _unsupported(self, node: gs.Node, track: Track, why: str) -> ChannelStop:
+        where = "" if "channel axis" in why else " on the channel axis"
         return ChannelStop(
             f"node {node.name} ({node.op}) {why} on the channel axis of {track.describe()}; "
             f"chase-deploy cannot slim through it: leave those layers out of the plan",
             node,
             track.sources,
-            f"node {node.name} ({node.op}) {why} on the channel axis",
+            f"node {node.name} ({node.op}) {why}{where}",
         )
 
-    def _mismatch(self, node: gs.Node, a: Track, other: str) -> ChannelStop:
+    def _mismatch(self, node: gs.Node, a: Track, other: str, reason: str = "") -> ChannelStop:
         return ChannelStop(
             f"node {node.name} ({node.op}) couples {a.describe()} with {other}: layers feeding "
             f"the same stream must list the same kept set in the plan (or none of them)",
             node,
             a.sources,
-            f"node {node.name} ({node.op}) combines its channels with {other}",
+            reason or f"node {node.name} ({node.op}) combines its channels with {other}",
         )
 
     def _differs(self, node: gs.Node, a: Track, b: Track) -> ChannelStop:
@@ -310,7 +311,20 @@ class ChannelPass:
         where = f"; they disagree on channel {first}" if first is not None else ""
         return self._mismatch(node, a, b.describe() + where)
 
+    def _untracked(self, node: gs.Node, a: Track, tensor: gs.Tensor) -> ChannelStop:
+        names = self._upstream_names(tensor)
+        return self._mismatch(
+            node,
+            a,
+            f"{names} (not in the plan: keeps every channel)",
+            f"node {node.name} ({node.op}) combines its channels with those of {names}, which "
+            f"are not prunable",
+        )
+
     def _upstream_layers(self, tensor: gs.Tensor, limit: int = 4) -> str:
+        return f"{self._upstream_names(tensor, limit)} (not in the plan: keeps every channel)"
+
+    def _upstream_names(self, tensor: gs.Tensor, limit: int = 4) -> str:
         """Names of the layers that produce ``tensor`` (for error messages)."""
         found: list[str] = []
         seen: set[str] = set()
@@ -329,8 +343,7 @@ class ChannelPass:
                 found.append(layer_name(node))
                 continue
             todo.extend(i for i in node.inputs if not isinstance(i, gs.Constant))
-        names = ", ".join(dict.fromkeys(found)) or tensor.name
-        return f"{names} (not in the plan: keeps every channel)"
+        return ", ".join(dict.fromkeys(found)) or tensor.name
 
     # -- rules: pass-through ------------------------------------------------------------------
 
@@ -371,7 +384,9 @@ class ChannelPass:
         axis = node.attrs.get("axis", -1) % track.rank
         if index != 0 or track.axis >= axis:
             raise self._unsupported(
-                node, track, "normalizes over the channel axis (its statistics change)"
+                node,
+                track,
+                "normalizes over the channel axis (removing channels changes its statistics)",
             )
         self._set(node.outputs[0], track)
 
@@ -417,7 +432,7 @@ class ChannelPass:
             elif constant_values(t) is not None and shape[axis] == ref.width:
                 self._slice(node, i, axis, ref.kept, ref.labels, track=ref)
             else:
-                raise self._mismatch(node, ref, self._upstream_layers(t))
+                raise self._untracked(node, ref, t)
         track = Track(out_axis, out_rank, ref.width, ref.kept, frozenset(sources), ref.labels)
         for out in node.outputs:
             self._set(out, track)

@@ -74,6 +74,25 @@ def derive_groups(
     return analyze(model, sample_shape).groups(prune_skip)
 
 
+def checkpoint_groups(
+    ckpt: dict, prune_skip: bool | None = None, model: nn.Module | None = None
+) -> ModelGroups:
+    """The groups of a checkpoint's model, for its recorded input shape (and, unless given, its
+    recipe's ``chase.prune_skip``)."""
+    from train.checkpoint import build_model_from_checkpoint
+    from train.errors import BadInput
+
+    shape = ckpt.get("input_shape")
+    if not isinstance(shape, (list, tuple)) or not shape:
+        raise BadInput("the checkpoint has no input_shape [C, H, W] to trace its model with")
+    if prune_skip is None:
+        recipe = ckpt.get("recipe") or {}
+        prune_skip = bool((recipe.get("chase") or {}).get("prune_skip", False))
+    if model is None:
+        model = build_model_from_checkpoint(ckpt, apply_masks=False)
+    return derive_groups(model, [int(d) for d in shape], prune_skip)
+
+
 def analyze(model: nn.Module, sample_shape: Sequence[int]) -> ChannelAnalysis:
     """Export ``model`` once and follow every layer's channels; ``.groups(prune_skip)`` applies
     the policy (both settings from one trace)."""
@@ -121,7 +140,8 @@ class ChannelAnalysis:
         }
         while True:
             try:
-                flow = ChannelPass(self.graph, starts, probe=True).run()
+                cpass = ChannelPass(self.graph, starts, probe=True)
+                flow = cpass.run()
                 break
             except ChannelStop as stop:
                 keys = {k for k, _ in starts.values()} & set(stop.sources)
@@ -131,6 +151,7 @@ class ChannelAnalysis:
                     self.excluded.setdefault(key, stop.reason)
                 starts = {i: s for i, s in starts.items() if s[0] not in keys}
         self.flow = flow
+        self.tracks = cpass.tracks
         self.keys = {k for k, _ in starts.values()}
         self.root = {k: k for k in self.keys}
         for coupled in flow.coupled:
@@ -242,7 +263,7 @@ class ChannelAnalysis:
     def _group(self, head: str, producers: list[str], found: dict, stream: bool) -> ChannelGroup:
         width = self._width(head)
         prod = []
-        for k in sorted(producers, key=self._rank):
+        for k in producers:  # nearest the input first (a stream's stem or projection shortcut)
             module = self.modules[k]
             segments = getattr(module, "groups", 1)
             prod.append(Member(k, "producer", self._kind(module), segments=segments))
@@ -270,7 +291,7 @@ class ChannelAnalysis:
             return None
         if self._width(producers[0]) < 2:
             return "has a single output channel"
-        entry = self._residual_entry(producers)
+        entry = self._residual_entry(producers, found)
         if entry is not None:
             return (
                 f"the input of a residual block (both branches of node {entry} read it); kept "
@@ -438,27 +459,35 @@ class ChannelAnalysis:
                 depth[t.name] = d
         return depth
 
-    def _residual_entry(self, producers: list[str]) -> str | None:
-        """An Add two of whose inputs the producers' channels reach without crossing another
-        Add: the producers feed both branches of a residual block."""
-        reached: dict[int, set[int]] = {}
+    def _residual_entry(self, producers: list[str], found: dict) -> str | None:
+        """An Add whose inputs the group's channels reach through different consumers (without
+        crossing another Add or coming back into the group): the group forks into both branches
+        of a residual block, like a stem feeding a block with a projection shortcut."""
+        mine = set(producers)
+        region = {name for name, t in self.tracks.items() if t.sources & mine}
+        exits = [m.name for m in found.values() if m.role == "consumer" and m.name not in mine]
+        reach: dict[int, dict[str, set[int]]] = {}
         nodes: dict[int, gs.Node] = {}
-        seen: set[str] = set()
-        todo = [self.node_of[p].outputs[0] for p in producers]
-        while todo:
-            tensor = todo.pop()
-            if tensor.name in seen:
-                continue
-            seen.add(tensor.name)
-            for node in tensor.outputs:
-                live = [t for t in node.inputs if not isinstance(t, gs.Constant)]
-                if node.op in ADDITIVE and len(live) >= 2:
-                    reached.setdefault(id(node), set()).add(node.inputs.index(tensor))
-                    nodes[id(node)] = node
+        for name in exits:
+            seen: set[str] = set()
+            todo = list(self.node_of[name].outputs)
+            while todo:
+                tensor = todo.pop()
+                if tensor.name in seen or tensor.name in region:
                     continue
-                todo.extend(node.outputs)
-        for key, inputs in reached.items():
-            if len(inputs) >= 2:
+                seen.add(tensor.name)
+                for node in tensor.outputs:
+                    live = [t for t in node.inputs if not isinstance(t, gs.Constant)]
+                    if node.op in ADDITIVE and len(live) >= 2:
+                        reach.setdefault(id(node), {}).setdefault(name, set()).add(
+                            node.inputs.index(tensor)
+                        )
+                        nodes[id(node)] = node
+                        continue
+                    todo.extend(node.outputs)
+        for key, by_exit in reach.items():
+            inputs = set().union(*by_exit.values())
+            if len(inputs) >= 2 and not any(s == inputs for s in by_exit.values()):
                 return nodes[key].name
         return None
 

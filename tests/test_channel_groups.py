@@ -5,28 +5,18 @@ them: the graph is the one source of truth."""
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 from torch import nn
 
-from chase_deploy.channel_groups import analyze
+from tests.derived_groups import groups_for, registry_case
 from train.models import create_model, list_models
 from train.models.resnet import Bottleneck, ResNet
 from train.models.vgg import VGG
 
-SMALL = {
-    "mlp": ({"in_channels": 1, "input_size": 8}, (1, 8, 8)),
-    "resnet_quick": ({"width": 4}, (1, 16, 16)),
-    "resnet50": ({}, (3, 32, 32)),
-}
 
-
-@cache
-def derived(name: str):
-    kwargs, shape = SMALL.get(name, ({}, (3, 16, 16)))
-    model = create_model(name, **kwargs)
-    return model, analyze(model, shape)
+def derived(name: str, prune_skip: bool = False):
+    kwargs, shape = registry_case(name)
+    return create_model(name, **kwargs), groups_for(name, shape, prune_skip, **kwargs)
 
 
 # -- the oracle: what the models declared before the analysis existed ---------------------------
@@ -109,10 +99,11 @@ def _canonical(rows: list[tuple]) -> list[tuple]:
 
 @pytest.mark.parametrize("name", list_models())
 def test_derived_groups_equal_the_paper_declarations(name: str) -> None:
-    model, analysis = derived(name)
     for prune_skip in (False, True):
-        got = analysis.groups(prune_skip)
-        assert _canonical(_as_tuples(got)) == _canonical(declared(model, prune_skip)), prune_skip
+        model, got = derived(name, prune_skip)
+        want = declared(model, prune_skip)
+        assert [g[:2] for g in _as_tuples(got)] == [w[:2] for w in want], prune_skip
+        assert _canonical(_as_tuples(got)) == _canonical(want), prune_skip
         # Every producer's own norm travels with it; nothing prunable is also excluded.
         modules = dict(model.named_modules())
         for group in got:
@@ -120,15 +111,38 @@ def test_derived_groups_equal_the_paper_declarations(name: str) -> None:
             assert all(isinstance(modules[c], nn.BatchNorm1d | nn.BatchNorm2d) for c in carriers)
             if group.kind == "block":
                 assert len(carriers) == 1
+                assert modules[carriers[0]].num_features == group.width
             assert not set(group.producers) & set(got.excluded)
 
 
+def test_paper_channel_counts() -> None:
+    # CHASE reference: 32 prunable layers / 7,552 channels for ResNet-50; 15 / 4,992 for VGG-19.
+    for name in ("resnet50", "resnet50_cifar"):
+        _, groups = derived(name)
+        assert len(groups) == 32 and sum(g.width for g in groups) == 7552
+    _, groups = derived("vgg19")
+    assert len(groups) == 15 and sum(g.width for g in groups) == 4992
+    assert len(derived("resnet20")[1]) == 9
+
+
+def test_prune_skip_streams_cover_residual_sums() -> None:
+    streams = [g for g in derived("resnet50", True)[1] if g.kind == "stream"]
+    assert len(streams) == 4
+    first = streams[0]
+    assert first.producers == (
+        "layer1.0.downsample.0",
+        "layer1.0.conv3",
+        "layer1.1.conv3",
+        "layer1.2.conv3",
+    )
+    assert "layer2.0.conv1" in first.consumers and "layer2.0.downsample.0" in first.consumers
+    assert "fc" in streams[-1].consumers
+
+
 def test_registry_exclusions_say_why() -> None:
-    _, analysis = derived("resnet_quick")
-    excluded = analysis.groups(False).excluded
+    excluded = derived("resnet_quick")[1].excluded
     assert excluded["conv1"].startswith("the input of a residual block")
     assert excluded["layer1.0.conv3"].startswith("a residual stream (summed at ")
     assert excluded["layer1.0.conv3"].endswith("prunable with chase.prune_skip")
     assert "model's output" in excluded["fc"]
-    _, vgg = derived("vgg16")
-    assert "classifier never changes" in vgg.groups(False).excluded["features.40"]
+    assert "classifier never changes" in derived("vgg16")[1].excluded["features.40"]

@@ -26,17 +26,22 @@ def _walk(
     floors: list[int],
     round_to: int,
     count: int,
+    skip: tuple[int, int] | None = None,
 ):
-    """The spec, literally: walk channels in ascending key (ties: position), whole chunks per group."""
+    """The spec, literally: walk channels in ascending key (ties: position), whole chunks per
+    group; a chunk that does not fit (or the ``skip`` = (group, chunk number) one) closes its
+    group. Returns the chosen channels and, per taken chunk, (group, chunk number, size)."""
     order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
     removed = [0] * len(alive)
     pending: list[list[int]] = [[] for _ in alive]
     blocked = [False] * len(alive)
+    chunks_taken = [0] * len(alive)
     chosen: set[int] = set()
+    taken: list[tuple[int, int, int]] = []
     total = 0
     for i in order:
         g = group[i]
-        if blocked[g]:
+        if blocked[g] or total >= count:
             continue
         pending[g].append(i)
         done = removed[g] + len(pending[g])
@@ -47,12 +52,29 @@ def _walk(
         if alive[g] - done < floors[g]:
             blocked[g] = True  # at its floor: skip the rest of this group
             continue
-        if total + len(pending[g]) > count:
-            break
+        if total + len(pending[g]) > count or skip == (g, chunks_taken[g]):
+            blocked[g] = True  # does not fit (or skipped): close the group, go on
+            continue
         chosen.update(pending[g])
+        taken.append((g, chunks_taken[g], len(pending[g])))
         total += len(pending[g])
+        chunks_taken[g] += 1
         removed[g] = done
         pending[g] = []
+    return chosen, taken, total
+
+
+def _select(keys, group, alive, floors, round_to, count):
+    """The walk; if it ends short, retried with one multi-channel chunk skipped, latest first."""
+    chosen, taken, total = _walk(keys, group, alive, floors, round_to, count)
+    if total < count:
+        for g, j, size in reversed(taken):
+            if size == 1:
+                continue
+            again, _, total = _walk(keys, group, alive, floors, round_to, count, skip=(g, j))
+            if total == count:
+                chosen = again
+                break
     return [i in chosen for i in range(len(keys))]
 
 
@@ -80,7 +102,7 @@ def test_selection_equals_the_literal_walk(problem) -> None:
     out = select_channels(
         torch.tensor(keys, dtype=torch.float64), torch.tensor(group), alive, floors, round_to, count
     )
-    assert out.tolist() == _walk(keys, group, alive, floors, round_to, count)
+    assert out.tolist() == _select(keys, group, alive, floors, round_to, count)
     removed = [sum(1 for i, g in enumerate(group) if g == j and out[i]) for j in range(len(alive))]
     assert sum(removed) <= count
     for a, f, r in zip(alive, floors, removed, strict=True):
