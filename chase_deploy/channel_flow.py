@@ -206,7 +206,7 @@ class ChannelPass:
                     f"leave the layers that feed the output out of the plan",
                     None,
                     track.sources,
-                    f"its channels reach the model's output {out.name!r}",
+                    f"its channels are the model's output {out.name!r}",
                 )
 
     # -- helpers ------------------------------------------------------------------------------

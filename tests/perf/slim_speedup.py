@@ -47,6 +47,7 @@ def table15_counts(seed: int = 0) -> list[tuple[int, int]]:
 
 def chase_checkpoint(path: Path, seed: int = 0) -> dict:
     """A resnet50 checkpoint as Chase would leave it: pruned rows/columns zero and masked."""
+    from chase_deploy.channel_groups import derive_groups
     from train.checkpoint import save_checkpoint
     from train.models import create_model
 
@@ -68,7 +69,7 @@ def chase_checkpoint(path: Path, seed: int = 0) -> dict:
     }
     rng = np.random.default_rng(seed)
     layers = {}
-    groups = model.channel_groups()
+    groups = derive_groups(model, (3, 64, 64))
     counts = [c for pair in table15_counts(seed) for c in pair]
     for group, count in zip(groups, counts, strict=True):
         kept = sorted(rng.choice(group.width, size=count, replace=False).tolist())
