@@ -15,6 +15,7 @@ from train.channels import (
     prune_keys,
     removal_count,
     select_channels,
+    select_units,
 )
 from train.plan import plan_from_groups
 
@@ -65,12 +66,10 @@ def _walk(
 
 
 def _select(keys, group, alive, floors, round_to, count):
-    """The walk; if it ends short, retried with one multi-channel chunk skipped, latest first."""
+    """The walk; if it ends short, retried with one taken chunk skipped, latest first."""
     chosen, taken, total = _walk(keys, group, alive, floors, round_to, count)
     if total < count:
-        for g, j, size in reversed(taken):
-            if size == 1:
-                continue
+        for g, j, _ in reversed(taken):
             again, _, total = _walk(keys, group, alive, floors, round_to, count, skip=(g, j))
             if total == count:
                 chosen = again
@@ -190,3 +189,22 @@ def test_plan_lists_only_layers_that_lost_channels() -> None:
             "c": {"out_channels": 3, "kept": [1, 2]},
         },
     }
+
+
+def test_grouped_conv_groups_lose_channels_evenly_per_slice() -> None:
+    """A 16-channel group split in 4 slices loses whole units (one channel per slice, each the
+    lowest of its slice); an 8-channel plain group makes up the remainder exactly."""
+    g = torch.Generator().manual_seed(5)
+    keys = torch.rand(16 + 8, generator=g, dtype=torch.float64)
+    group = torch.tensor([0] * 16 + [1] * 8)
+    channel = torch.cat([torch.arange(16), torch.arange(8)])
+    for count in (1, 5, 9, 13):
+        out = select_units(keys, channel, group, [16, 8], [4, 1], [16, 8], [4, 2], 1, count)
+        assert int(out.sum()) == count
+        removed = out[:16].view(4, 4).sum(1)
+        assert len(set(removed.tolist())) == 1  # the same number in every slice
+        for s in range(4):  # and within a slice, the lowest keys go first
+            mine = keys[s * 4 : (s + 1) * 4]
+            gone = mine[out[s * 4 : (s + 1) * 4]]
+            if len(gone):
+                assert gone.max() <= mine[~out[s * 4 : (s + 1) * 4]].min()

@@ -11,9 +11,10 @@ original fan-in times kernel area, so removed input columns still count as zeros
 - random: uniform from the controller's seeded generator (same on every rank)
 - ``*_reverse``: the opposite order (for the paper's Table 2 ablation).
 
-A residual-stream group (``prune_skip``) has several producers writing one index space; its channel
-c is scored as if the producers' rows c were one filter: Σ|W| and the zero count are summed over all
-producers and divided by the summed fan (so a producer's weight counts in proportion to its size).
+A group with several producers (a residual stream with ``prune_skip``, a squeeze-excitation gate
+and the channels it gates) writes one index space; its channel c is scored as if the producers'
+rows c were one filter: Σ|W| and the zero count are summed over all producers and divided by the
+summed fan (so a producer's weight counts in proportion to its size).
 
 Selection walks the alive channels of all groups in ascending key (ties: group order, then channel
 index), skips a group once it is at its floor, and stops at the count. With ``round_to`` = A
@@ -21,11 +22,23 @@ index), skips a group once it is at its floor, and stops at the count. With ``ro
 channels (the first chunk of a width that is not a multiple of A is W mod A, bringing it onto a
 multiple); a chunk is reached when the walk reaches its last channel. The count itself is rounded
 so the total alive lands on a multiple of A (see ``removal_count``), so with widths that are
-multiples of A every event removes exactly the scheduled number.
+multiples of A every event removes exactly the scheduled number. A chunk that does not fit closes
+its group and the walk goes on (``_exact_walk`` retries with one taken chunk skipped if it still
+ends short).
 
-Removing channel c of a group touches the producers' weight rows c and bias entries c and every
-consumer's weight column c (``removed_entries``); the controller masks those entries, ablate zeroes
-them, which is what physically slimming the channel computes.
+Grouped convs (ResNeXt, RegNet): a group whose channels a grouped conv reads or writes is split
+into ``segments`` equal slices, one per conv group, and every slice must keep as many channels as
+the others (so the conv keeps its ``groups``). ``select_units`` makes the r-th lowest-scoring alive
+channel of every slice one unit that goes as a whole; floors and chunks are whole units, and the
+event counts are rounded to ``grain``.
+
+What removing channel c touches is the group's members (``train.groups``): the producers' weight
+rows and biases, depthwise filters and biases that carry the channel, every consumer's weight
+columns, through concat offsets, flatten blocks and grouped-conv slices (``ChannelLayout``). The
+controller masks those entries, ablate zeroes them (``train.slicing.zero_removed``), which is what
+physically slimming the channel computes (``train.slicing.slice_model``, ``slim``); norms and
+per-channel tensors stay as they are in the masked model (the zero consumer columns make them
+harmless) and are cut by the slicers.
 """
 
 from __future__ import annotations
@@ -150,7 +163,7 @@ def select_channels(
     chunks, order the chunks by the key of their last channel and take the eligible ones while
     the total fits. When a chunk does not fit, its group is closed and the walk goes on with the
     others; if it still ends short of the count (chunks of several sizes), it is retried with
-    one multi-channel chunk skipped, latest first (``_exact_walk``). With equal chunk sizes this
+    one taken chunk skipped, latest first (``_exact_walk``). With equal chunk sizes this
     is the plain prefix of the walk. With ``unit`` an element stands for
     ``unit[g]`` channels of its group (``select_units``): sizes and ``count`` are in channels,
     ``alive``, ``floors`` and ``round_to`` in elements.
@@ -218,12 +231,12 @@ def _walk(sizes: list[int], ok: list[bool], groups: list[int], count: int, skip:
 
 def _exact_walk(sizes: list[int], ok: list[bool], groups: list[int], count: int) -> list[int]:
     """``_walk``; if it ends short of ``count`` (chunks of several sizes), retry with one of
-    its multi-channel chunks skipped, latest first (at most ``BACKTRACK`` times), and keep the
-    first walk that lands exactly, else the first one."""
+    its chunks skipped (closing that chunk's group there), latest first, at most ``BACKTRACK``
+    times, and keep the first walk that lands exactly, else the first one."""
     first, total = _walk(sizes, ok, groups, count)
     if total == count:
         return first
-    tries = [i for i in reversed(first) if sizes[i] > 1][:BACKTRACK]
+    tries = list(reversed(first))[:BACKTRACK]
     for skip in tries:
         taken, total = _walk(sizes, ok, groups, count, skip)
         if total == count:
