@@ -289,8 +289,9 @@ class ChannelPass:
 
     def _unsupported(self, node: gs.Node, track: Track, why: str) -> ChannelStop:
         where = "" if "channel axis" in why else " on the channel axis"
+        whose = f": {track.describe()}" if not where else f" of {track.describe()}"
         return ChannelStop(
-            f"node {node.name} ({node.op}) {why} on the channel axis of {track.describe()}; "
+            f"node {node.name} ({node.op}) {why}{where}{whose}; "
             f"chase-deploy cannot slim through it: leave those layers out of the plan",
             node,
             track.sources,
