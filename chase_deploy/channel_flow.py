@@ -287,15 +287,14 @@ class ChannelPass:
             )
         return shape
 
-    def _unsupported(self, node: gs.Node, track: Track, why: str) -> ChannelStop:
+    def _unsupported(self, node: gs.Node, track: Track, why: str, note: str = "") -> ChannelStop:
         where = "" if "channel axis" in why else " on the channel axis"
-        whose = f": {track.describe()}" if not where else f" of {track.describe()}"
         return ChannelStop(
-            f"node {node.name} ({node.op}) {why}{where}{whose}; "
+            f"node {node.name} ({node.op}) {why}{where} of {track.describe()}{note}; "
             f"chase-deploy cannot slim through it: leave those layers out of the plan",
             node,
             track.sources,
-            f"node {node.name} ({node.op}) {why}{where}",
+            f"node {node.name} ({node.op}) {why}{where}{note}",
         )
 
     def _mismatch(self, node: gs.Node, a: Track, other: str, reason: str = "") -> ChannelStop:
@@ -387,7 +386,8 @@ class ChannelPass:
             raise self._unsupported(
                 node,
                 track,
-                "normalizes over the channel axis (removing channels changes its statistics)",
+                "normalizes over the channel axis",
+                " (removing channels would change its statistics)",
             )
         self._set(node.outputs[0], track)
 
