@@ -44,8 +44,9 @@ from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
 from train.config import ABLATE_BN_BATCHES, CRITERIA
 from train.errors import BadInput
-from train.models.groups import ChannelGroup
+from train.groups import ChannelGroup
 from train.plan import plan_from_groups
+from train.slicing import zero_removed
 
 DEFAULT_CRITERIA = CRITERIA
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.5)
@@ -123,7 +124,7 @@ class Selector:
         self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
         self.stats = channels.GroupStats.of(
-            [[modules[p].weight for p in g.producers] for g in self.groups]
+            [[channels.output_rows(modules[p]) for p in g.producers] for g in self.groups]
         )
         self.total = sum(g.width for g in self.groups)
 
@@ -131,11 +132,25 @@ class Selector:
         return self.stats.keys(criterion, torch.Generator().manual_seed(self.seed))
 
     def cut(self, criterion: str, sparsity: float) -> Cut:
-        count = channels.removal_count(self.total, self.total, sparsity, self.round_to)
+        grain = channels.grain(self.round_to, [g.segments for g in self.groups])
+        count = channels.removal_count(self.total, self.total, sparsity, grain)
         widths = [g.width for g in self.groups]
-        floors = [channels.channel_floor(w, sparsity, self.beta, self.round_to) for w in widths]
-        chosen = channels.select_channels(
-            self.keys(criterion), self.stats.group, widths, floors, self.round_to, count
+        segments = [g.segments for g in self.groups]
+        floors = [
+            channels.channel_floor(w, sparsity, self.beta, math.lcm(self.round_to, s))
+            for w, s in zip(widths, segments, strict=True)
+        ]
+        starts = torch.tensor([0, *widths[:-1]]).cumsum(0)
+        chosen = channels.select_units(
+            self.keys(criterion),
+            torch.arange(self.total) - starts[self.stats.group],
+            self.stats.group,
+            widths,
+            segments,
+            widths,
+            floors,
+            self.round_to,
+            count,
         )
         alive = [~d for d in torch.split(chosen, widths)]
         return Cut(criterion, sparsity, count, alive, groups=self.groups)
@@ -144,19 +159,9 @@ class Selector:
 def pruned_copy(
     model: nn.Module, groups: Sequence[ChannelGroup], alive: Sequence[Tensor]
 ) -> nn.Module:
-    """A copy of ``model`` with every entry of the dead channels zeroed
-    (``channels.removed_entries``: producer rows and biases, consumer columns)."""
-    pruned = copy.deepcopy(model)
-    modules = dict(pruned.named_modules())
-    params = dict(pruned.named_parameters())
-    with torch.no_grad():
-        for g, keep in zip(groups, alive, strict=True):
-            dead = ~keep.to(torch.bool)
-            if not dead.any():
-                continue
-            for name, index in channels.removed_entries(modules, g.producers, g.consumers, dead):
-                params[name][index] = 0
-    return pruned
+    """A copy of ``model`` with every entry of the dead channels zeroed (producer rows and
+    biases, consumer columns, depthwise filters: ``train.slicing.zero_removed``)."""
+    return zero_removed(copy.deepcopy(model), groups, alive)
 
 
 def evaluate(model: nn.Module, loader, device: torch.device, chunk: int = EVAL_CHUNK) -> float:
@@ -204,6 +209,7 @@ class Source:
 
 
 def _load_source(run_dir: str | Path) -> Source:
+    from chase_deploy.channel_groups import checkpoint_groups
     from train.checkpoint import build_model_from_checkpoint
     from train.config import load_recipe
     from train.data import build_data
@@ -216,10 +222,11 @@ def _load_source(run_dir: str | Path) -> Source:
         )
     recipe = load_recipe(run.files.recipe)
     model = build_model_from_checkpoint(run.ckpt)
-    groups = model.channel_groups(prune_skip=recipe.chase.prune_skip)
+    groups = list(checkpoint_groups(run.ckpt, recipe.chase.prune_skip, model=model))
     if not groups:
         raise BadInput(
-            f"model {recipe.model.name} declares no prunable channel groups; nothing to ablate"
+            f"model {recipe.model.name} has no prunable channel groups (`chase-deploy inspect` "
+            f"says why); nothing to ablate"
         )
     return Source(run, recipe, model, groups, build_data(recipe.data, recipe.seed))
 

@@ -144,14 +144,13 @@ def analyze_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def layer_widths(run: Run) -> list[LayerWidth]:
-    """Width and kept channels of every channel group the model declares (Table 15)."""
-    from train.checkpoint import build_model_from_checkpoint
+    """Width and kept channels of every prunable channel group of the model (Table 15)."""
+    from chase_deploy.channel_groups import checkpoint_groups
 
-    model = build_model_from_checkpoint(run.ckpt, apply_masks=False)
     prune_skip = bool(run.recipe.get("chase", {}).get("prune_skip", False))
     plan = run.plan_layers
     rows = []
-    for group in model.channel_groups(prune_skip=prune_skip):
+    for group in checkpoint_groups(run.ckpt, prune_skip):
         entry = plan.get(group.producers[0])
         kept = len(entry["kept"]) if entry else group.width
         rows.append(LayerWidth(group.name, group.width, kept))

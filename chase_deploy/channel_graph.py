@@ -6,6 +6,7 @@ Everything here is read-only; ``surgery`` decides what to change.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -71,9 +72,50 @@ def with_input_dims(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onn
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """The graph, each node annotated with the PyTorch module that emitted it (``torch_module``:
+    (module path, class name), from the dynamo exporter's metadata; None when absent)."""
+    modules = node_modules(model)
     graph = gs.import_onnx(model)
+    for node in graph.nodes:
+        node.torch_module = modules.get(node.name)
     graph.toposort()
     return graph
+
+
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"
+
+
+def node_modules(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """Node name -> (module path, module class) of the innermost module that emitted the node,
+    read from the metadata torch's dynamo exporter writes (``name_scopes``, ``class_hierarchy``:
+    one entry per enclosing module, then the op itself)."""
+    out: dict[str, tuple[str, str]] = {}
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.name] = counts.get(node.name, 0) + 1
+    for node in model.graph.node:
+        if not node.name or counts[node.name] > 1:
+            continue
+        props = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(props.get(SCOPES_KEY, "[]"))
+            classes = ast.literal_eval(props.get(CLASSES_KEY, "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        if len(scopes) >= 2 and len(classes) == len(scopes) and scopes[-2]:
+            out[node.name] = (str(scopes[-2]), str(classes[-2]))
+    return out
+
+
+def metadata_layer(node: gs.Node) -> str | None:
+    """The Conv/Linear module that emitted ``node``, by exporter metadata (None if unknown)."""
+    meta = getattr(node, "torch_module", None)
+    if meta is None:
+        return None
+    path, cls = meta
+    short = cls.rsplit(".", 1)[-1]
+    return path if ("Conv" in short or "Linear" in short) else None
 
 
 def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
@@ -126,12 +168,12 @@ def torchscript_module_path(node_name: str) -> str | None:
 
 def layer_name(node: gs.Node) -> str:
     """What a plan calls this layer: its weight initializer without ``.weight``, else the
-    TorchScript module path, else the node name."""
+    TorchScript module path or the module the exporter's metadata names, else the node name."""
     if node.op in LAYER_OPS and len(node.inputs) > 1:
         name = constant_name(node.inputs[1])
         if name.endswith(".weight"):
             return name[: -len(".weight")]
-        module = torchscript_module_path(node.name)
+        module = torchscript_module_path(node.name) or metadata_layer(node)
         if module:
             return module
         if constant_values(node.inputs[1]) is not None and not name.startswith("onnx::"):
@@ -166,13 +208,18 @@ def layer_nodes(graph: gs.Graph) -> list[gs.Node]:
 
 def find_layers(graph: gs.Graph, keys: list[str]) -> dict[str, list[gs.Node]]:
     """Map plan keys to their layer nodes: by weight initializer name ``KEY.weight`` or ``KEY``
-    first, then by TorchScript node scope (fused weights lose their names there)."""
+    first, then by module path: the TorchScript node scope (fused weights lose their names
+    there) or, for an anonymous weight, the dynamo exporter's metadata (a Linear on channels-last
+    input is a MatMul whose weight is its folded transpose, ``val_N``)."""
     by_weight: dict[str, list[gs.Node]] = {}
     by_scope: dict[str, list[gs.Node]] = {}
     for node in layer_nodes(graph):
-        for name in {node.inputs[1].name, constant_name(node.inputs[1])}:
+        names = {node.inputs[1].name, constant_name(node.inputs[1])}
+        for name in names:
             by_weight.setdefault(name, []).append(node)
         module = torchscript_module_path(node.name)
+        if not module and not any(n.endswith(".weight") for n in names):
+            module = metadata_layer(node)  # an anonymous weight (a Linear's folded transpose)
         if module:
             by_scope.setdefault(module, []).append(node)
     found: dict[str, list[gs.Node]] = {}

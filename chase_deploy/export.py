@@ -95,6 +95,40 @@ def _first_line(error: BaseException) -> str:
     return (text or type(error).__name__)[:240]
 
 
+def export_for_analysis(model: torch.nn.Module, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The graph the channel-group analysis reads: dynamo export of ``model`` (eval mode, on the
+    CPU, a copy: the caller's model is not touched) for a batch of 2 samples of ``sample_shape``
+    (e.g. [C, H, W]), constants folded but
+    nothing fused, so every BatchNorm, bias and per-channel tensor keeps its parameter name and
+    every node its module metadata."""
+    import copy
+
+    import onnx_ir as ir
+    import onnxscript.optimizer
+
+    copied = copy.deepcopy(model).cpu().eval()
+    shape = (2, *map(int, sample_shape))
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                copied, (example,), None, dynamo=True, optimize=False, verbose=False
+            )
+    except Exception as e:  # noqa: BLE001 - torch.export raises many types
+        text = " ".join(str(e).split())
+        raise BadInput(
+            f"the model cannot be traced for the channel analysis (torch.onnx.export on an input "
+            f"of shape {list(shape)}): {text[:300]}"
+        ) from None
+    graph_model = program.model
+    onnxscript.optimizer.fold_constants(graph_model)
+    ir.passes.common.RemoveUnusedNodesPass()(graph_model)
+    ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(
+        graph_model
+    )
+    return ir.serde.serialize_model(graph_model)
+
+
 def _export_dynamo(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
     program = torch.onnx.export(
         model,

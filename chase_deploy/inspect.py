@@ -1,9 +1,14 @@
-"""`chase-deploy inspect`: the per-layer table of a checkpoint or an ONNX model.
+"""`chase-deploy inspect`: the per-layer table of a checkpoint or an ONNX model, and the channel
+groups of a recipe's or a checkpoint's model.
 
 For a checkpoint the "after" side is the real slimmed graph: exported (with the TorchScript
 exporter, several times faster than dynamo and giving the same weights and FLOPs) and cut with its
 channel plan. For an ONNX file with no plan it is what its zero rows and columns would allow. The
 table itself is ``layer_table``'s, the same one ``slim_report.json`` holds.
+
+For a recipe or a checkpoint it also lists what the channel analysis found (``channel_groups``):
+every prunable group with its producers, carriers and consumers, and every layer kept whole with
+the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
     from chase_deploy.channel_graph import load_onnx
 
     path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return _inspect_recipe(path)
     if path.suffix.lower() == ".onnx" or _looks_like_onnx(path):
         model = _sized(load_onnx(path))
         rows = layer_table(model)
@@ -27,16 +34,20 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 
 def _inspect_checkpoint(path: Path) -> dict[str, Any]:
+    from chase_deploy.channel_groups import checkpoint_groups
     from chase_deploy.slim import checkpoint_models
+    from train.checkpoint import load_checkpoint
 
     dense, slim, plan, info = checkpoint_models(path, exporter="torchscript")
     rows = layer_table(dense, slim, plan)
+    found = checkpoint_groups(load_checkpoint(path))
     return {
         "path": str(path),
         "kind": "checkpoint",
         **info,
         "layers": rows,
         **summary(dense, slim, rows),
+        **groups_report(found),
     }
 
 
@@ -53,6 +64,59 @@ def _sized(model):
     except (BadInput, RuntimeError):
         return model
     return with_input_dims(model, {k: list(v) for k, v in rounds[0].items()})
+
+
+def _inspect_recipe(path: Path) -> dict[str, Any]:
+    """The groups the trainer would prune: the recipe's model, traced on its data's shape."""
+    from chase_deploy.channel_groups import derive_groups
+    from train.config import load_recipe
+    from train.data import build_data
+    from train.loop import resolve_model_kwargs
+    from train.models import create_model
+
+    recipe = load_recipe(path)
+    data = build_data(recipe.data, recipe.seed)
+    resolve_model_kwargs(recipe, data)
+    model = create_model(recipe.model.name, **recipe.model.kwargs)
+    found = derive_groups(model, data.input_shape, recipe.chase.prune_skip)
+    return {
+        "path": str(path),
+        "kind": "recipe",
+        "model": {"name": recipe.model.name, "kwargs": recipe.model.kwargs},
+        "input_shape": list(data.input_shape),
+        **groups_report(found),
+    }
+
+
+def groups_report(found) -> dict[str, Any]:
+    """The JSON form of a ``ModelGroups``: groups (with members) and excluded layers."""
+    return {
+        "prune_skip": found.prune_skip,
+        "channels": sum(g.width for g in found.groups),
+        "groups": [g.to_dict() for g in found.groups],
+        "excluded": dict(found.excluded),
+    }
+
+
+def format_groups(report: dict[str, Any]) -> str:
+    """The groups and exclusions as text for the terminal."""
+    groups = report["groups"]
+    skip = "on" if report["prune_skip"] else "off"
+    lines = [
+        f"channel groups (prune_skip {skip}): {len(groups)} prunable, "
+        f"{report['channels']} channels; {len(report['excluded'])} layers kept whole"
+    ]
+    for g in groups:
+        slices = f", {g['segments']} equal slices" if g["segments"] > 1 else ""
+        lines.append(
+            f"  {g['name']} ({g['kind']}, {g['width']} channels{slices}): "
+            f"producers {', '.join(g['producers'])}; carriers {', '.join(g['carriers']) or '-'}; "
+            f"consumers {', '.join(g['consumers'])}"
+        )
+    if report["excluded"]:
+        lines.append("kept whole:")
+        lines.extend(f"  {name}: {why}" for name, why in report["excluded"].items())
+    return "\n".join(lines)
 
 
 def _looks_like_onnx(path: Path) -> bool:

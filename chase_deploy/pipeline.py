@@ -56,10 +56,11 @@ def _load_timings(files: RunDir) -> dict[str, float]:
 
 
 def _train(recipe: Recipe, files: RunDir, device: str) -> str:
+    from chase_deploy.channel_groups import derive_groups
     from train.loop import train
 
     if not files.final.exists():
-        train(recipe, files.path, resume="auto", device=device)
+        train(recipe, files.path, resume="auto", device=device, derive_groups=derive_groups)
     return str(files.final)
 
 

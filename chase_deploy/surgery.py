@@ -25,6 +25,7 @@ from chase_deploy.channel_graph import (
     with_shapes,
 )
 from train.errors import BadInput
+from train.groups import lcm
 from train.plan import ChannelPlan, LayerPlan
 from train.rounding import round_kept
 
@@ -85,17 +86,21 @@ def _round_plan(
     plan: ChannelPlan, layers: dict[str, list[gs.Node]], flow: Flow, round_to: int
 ) -> ChannelPlan:
     """Widen every pruned layer (jointly per coupled stream) to a multiple of ``round_to``, by
-    the scoring rule of ``train.rounding``."""
+    the scoring rule of ``train.rounding``; channels read or written by a grouped conv are widened
+    by the same count in each of its groups."""
     pruned = {k for k, v in plan.layers.items() if v.pruned}
     groups = [set(g) & pruned for g in flow.coupled]
     grouped = set().union(*groups) if groups else set()
     groups += [{k} for k in sorted(pruned - grouped)]
     new = dict(plan.layers)
     for group in groups:
+        if not group:
+            continue
         keys = sorted(group)
         ref = plan.layers[keys[0]]
         scores = sum(_scores(node) for k in keys for node in layers[k])
-        kept = round_kept(ref.kept, ref.out_channels, round_to, scores)
+        segments = lcm(flow.segments.get(k, 1) for k in keys)
+        kept = round_kept(ref.kept, ref.out_channels, round_to, scores, segments)
         for key in keys:
             new[key] = LayerPlan(plan.layers[key].out_channels, kept)
     return ChannelPlan(new)
@@ -112,17 +117,46 @@ def _apply(graph: gs.Graph, flow: Flow) -> None:
     names = set(graph.tensors())
     for edit in flow.slices:
         values = constant_values(edit.node.inputs[edit.index])
-        _replace(graph, names, edit.node, edit.index, np.take(values, edit.indices, axis=edit.axis))
+        if edit.segments > 1:
+            new = grouped_columns(values, edit.indices, edit.segments)
+        else:
+            new = np.take(values, edit.indices, axis=edit.axis)
+        _replace(graph, names, edit.node, edit.index, new)
     for edit in flow.values:
         _replace(graph, names, edit.node, edit.index, edit.values)
     for node, group in flow.groups:
         node.attrs["group"] = group
+    for node, key, value in flow.attrs:
+        if value is None:
+            node.attrs.pop(key, None)
+        else:
+            node.attrs[key] = value
+
+
+def grouped_columns(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's weight [out, in/groups, k...] reading only the ``kept`` input channels
+    (the same number in every group): each group's rows keep their own group's columns."""
+    out, per = weight.shape[0], weight.shape[1]
+    rows = out // groups
+    blocks = []
+    for g in range(groups):
+        cols = kept[(kept >= g * per) & (kept < (g + 1) * per)] - g * per
+        blocks.append(np.take(weight[g * rows : (g + 1) * rows], cols, axis=1))
+    return np.concatenate(blocks, axis=0)
 
 
 def _replace(
     graph: gs.Graph, names: set[str], node: gs.Node, index: int, values: np.ndarray
 ) -> None:
     """Give ``node.inputs[index]`` new values; a constant shared with other nodes is copied."""
+    if index == len(node.inputs):
+        base = f"{node.name}.input{index}"
+        name, n = f"{base}.slim", 1
+        while name in names:
+            name, n = f"{base}.slim{n}", n + 1
+        names.add(name)
+        node.inputs.append(gs.Constant(name, np.ascontiguousarray(values)))
+        return
     tensor = node.inputs[index]
     if isinstance(tensor, gs.Constant) and all(user is node for user in tensor.outputs):
         tensor.values = np.ascontiguousarray(values)

@@ -30,27 +30,55 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def random_kept(rng, width: int, frac: float, segments: int = 1) -> list[int]:
+    """A random kept set keeping ``1 - frac`` of ``width`` (the same count in each segment)."""
+    per = width // segments
+    count = max(1, int(round(per * (1 - frac))))
+    return sorted(
+        int(c) + s * per
+        for s in range(segments)
+        for c in rng.choice(per, size=count, replace=False)
+    )
+
+
 def chase_prune(model: nn.Module, groups, frac: float = 0.4, seed: int = 0) -> dict:
-    """Prune ``frac`` of each group's channels (random kept sets); return the channel plan."""
+    """Prune ``frac`` of each group's channels (random kept sets); return the channel plan.
+
+    Derived groups (``train.groups.ChannelGroup``) are zeroed through all their members
+    (``train.slicing.zero_removed``); the hand-made ``Group`` below through producer rows and
+    consumer columns."""
+    from train.groups import ChannelGroup
+    from train.slicing import zero_removed
+
     rng = np.random.default_rng(seed)
     modules = dict(model.named_modules())
-    layers = {}
+    layers, alive = {}, []
     with torch.no_grad():
         for group in groups:
             width = group.width
-            count = max(1, int(round(width * (1 - frac))))
-            kept = sorted(rng.choice(width, size=count, replace=False).tolist())
+            kept = random_kept(rng, width, frac, getattr(group, "segments", 1))
+            keep = torch.zeros(width, dtype=torch.bool)
+            keep[kept] = True
+            alive.append(keep)
             dropped = sorted(set(range(width)) - set(kept))
+            for name in group.producers:
+                layers[name] = {"out_channels": width, "kept": kept}
+            if isinstance(group, ChannelGroup):
+                continue
             for name in group.producers:
                 modules[name].weight[dropped] = 0
                 if modules[name].bias is not None:
                     modules[name].bias[dropped] = 0
-                layers[name] = {"out_channels": width, "kept": kept}
             for name in group.consumers:
                 weight = modules[name].weight
                 per_channel = weight.shape[1] // width  # a Linear after flatten reads HW features
                 cols = [c * per_channel + r for c in dropped for r in range(per_channel)]
                 weight[:, cols] = 0
+    derived = [g for g in groups if isinstance(g, ChannelGroup)]
+    if derived:
+        zero_removed(
+            model, derived, [a for g, a in zip(groups, alive, strict=True) if g in derived]
+        )
     return {**PLAN_FORMAT, "layers": layers}
 
 
@@ -72,13 +100,19 @@ def make_checkpoint(
     seed: int = 0,
 ) -> dict:
     """Save a registry-model checkpoint pruned like Chase; returns its channel plan."""
+    from tests.derived_groups import groups_for
     from train.checkpoint import save_checkpoint
     from train.models import create_model
 
     torch.manual_seed(seed)
     kwargs = dict(kwargs) if kwargs is not None else {"width": 8}
     model = randomize_bn(create_model(name, **kwargs), seed)
-    plan = chase_prune(model, model.channel_groups(prune_skip=prune_skip), frac, seed)
+    trace = (
+        tuple(input_shape)
+        if input_shape
+        else (1, kwargs.get("input_size", 8), kwargs.get("input_size", 8))
+    )
+    plan = chase_prune(model, groups_for(name, trace, prune_skip, **kwargs), frac, seed)
     ckpt = {
         "model": {"name": name, "kwargs": kwargs},
         "state_dict": model.state_dict(),

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from chase_deploy.ablate import Selector, evaluate, pruned_copy
+from chase_deploy.channel_groups import checkpoint_groups
 from chase_deploy.cli import main
 from tests.conftest import TINY_RECIPE, train_run
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -105,7 +106,7 @@ def test_umm_removes_the_lowest_scoring_channels(runs) -> None:
     """The selection is by UMM = sum|W[c]| / fan over the masked weights, ranked across layers."""
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)
-    groups = model.channel_groups()
+    groups = list(checkpoint_groups(ckpt, model=model))
     selector = Selector(model, groups, beta=0.0, round_to=1, seed=0)
     cut = selector.cut("umm", 0.3)
     modules = dict(model.named_modules())
@@ -123,7 +124,7 @@ def test_umm_removes_the_lowest_scoring_channels(runs) -> None:
 def test_pruned_copy_zeroes_exactly_the_dead_channels(runs) -> None:
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)
-    groups = model.channel_groups()
+    groups = list(checkpoint_groups(ckpt, model=model))
     cut = Selector(model, groups, beta=0.0, round_to=1, seed=0).cut("ws", 0.5)
     pruned = dict(pruned_copy(model, groups, cut.alive).named_modules())
     original = dict(model.named_modules())

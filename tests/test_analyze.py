@@ -92,6 +92,6 @@ def test_not_a_run_dir_exits_2(tmp_path: Path) -> None:
 
 
 def _groups(run):
-    from train.checkpoint import build_model_from_checkpoint
+    from chase_deploy.channel_groups import checkpoint_groups
 
-    return build_model_from_checkpoint(run.ckpt).channel_groups()
+    return list(checkpoint_groups(run.ckpt))

@@ -15,6 +15,7 @@ from train.channels import (
     prune_keys,
     removal_count,
     select_channels,
+    select_units,
 )
 from train.plan import plan_from_groups
 
@@ -26,17 +27,22 @@ def _walk(
     floors: list[int],
     round_to: int,
     count: int,
+    skip: tuple[int, int] | None = None,
 ):
-    """The spec, literally: walk channels in ascending key (ties: position), whole chunks per group."""
+    """The spec, literally: walk channels in ascending key (ties: position), whole chunks per
+    group; a chunk that does not fit (or the ``skip`` = (group, chunk number) one) closes its
+    group. Returns the chosen channels and, per taken chunk, (group, chunk number, size)."""
     order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
     removed = [0] * len(alive)
     pending: list[list[int]] = [[] for _ in alive]
     blocked = [False] * len(alive)
+    chunks_taken = [0] * len(alive)
     chosen: set[int] = set()
+    taken: list[tuple[int, int, int]] = []
     total = 0
     for i in order:
         g = group[i]
-        if blocked[g]:
+        if blocked[g] or total >= count:
             continue
         pending[g].append(i)
         done = removed[g] + len(pending[g])
@@ -47,12 +53,27 @@ def _walk(
         if alive[g] - done < floors[g]:
             blocked[g] = True  # at its floor: skip the rest of this group
             continue
-        if total + len(pending[g]) > count:
-            break
+        if total + len(pending[g]) > count or skip == (g, chunks_taken[g]):
+            blocked[g] = True  # does not fit (or skipped): close the group, go on
+            continue
         chosen.update(pending[g])
+        taken.append((g, chunks_taken[g], len(pending[g])))
         total += len(pending[g])
+        chunks_taken[g] += 1
         removed[g] = done
         pending[g] = []
+    return chosen, taken, total
+
+
+def _select(keys, group, alive, floors, round_to, count):
+    """The walk; if it ends short, retried with one taken chunk skipped, latest first."""
+    chosen, taken, total = _walk(keys, group, alive, floors, round_to, count)
+    if total < count:
+        for g, j, _ in reversed(taken):
+            again, _, total = _walk(keys, group, alive, floors, round_to, count, skip=(g, j))
+            if total == count:
+                chosen = again
+                break
     return [i in chosen for i in range(len(keys))]
 
 
@@ -80,7 +101,7 @@ def test_selection_equals_the_literal_walk(problem) -> None:
     out = select_channels(
         torch.tensor(keys, dtype=torch.float64), torch.tensor(group), alive, floors, round_to, count
     )
-    assert out.tolist() == _walk(keys, group, alive, floors, round_to, count)
+    assert out.tolist() == _select(keys, group, alive, floors, round_to, count)
     removed = [sum(1 for i, g in enumerate(group) if g == j and out[i]) for j in range(len(alive))]
     assert sum(removed) <= count
     for a, f, r in zip(alive, floors, removed, strict=True):
@@ -168,3 +189,22 @@ def test_plan_lists_only_layers_that_lost_channels() -> None:
             "c": {"out_channels": 3, "kept": [1, 2]},
         },
     }
+
+
+def test_grouped_conv_groups_lose_channels_evenly_per_slice() -> None:
+    """A 16-channel group split in 4 slices loses whole units (one channel per slice, each the
+    lowest of its slice); an 8-channel plain group makes up the remainder exactly."""
+    g = torch.Generator().manual_seed(5)
+    keys = torch.rand(16 + 8, generator=g, dtype=torch.float64)
+    group = torch.tensor([0] * 16 + [1] * 8)
+    channel = torch.cat([torch.arange(16), torch.arange(8)])
+    for count in (1, 5, 9, 13):
+        out = select_units(keys, channel, group, [16, 8], [4, 1], [16, 8], [4, 2], 1, count)
+        assert int(out.sum()) == count
+        removed = out[:16].view(4, 4).sum(1)
+        assert len(set(removed.tolist())) == 1  # the same number in every slice
+        for s in range(4):  # and within a slice, the lowest keys go first
+            mine = keys[s * 4 : (s + 1) * 4]
+            gone = mine[out[s * 4 : (s + 1) * 4]]
+            if len(gone):
+                assert gone.max() <= mine[~out[s * 4 : (s + 1) * 4]].min()

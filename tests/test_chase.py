@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.derived_groups import derive_cached, groups_for
 from train.chase import Chase
 from train.config import ChaseConfig
 from train.density import round_half_up
@@ -23,7 +24,12 @@ BASE = dict(
 
 
 def _setup(
-    cfg: ChaseConfig, model: str = "resnet_quick", seed: int = 0, prune_skip: bool = False, **kw
+    cfg: ChaseConfig,
+    model: str = "resnet_quick",
+    seed: int = 0,
+    prune_skip: bool = False,
+    shape: tuple[int, ...] = (3, 8, 8),
+    **kw,
 ):
     torch.manual_seed(seed)
     kwargs = {"resnet_quick": dict(width=8, in_channels=3, num_classes=4)}.get(model, {})
@@ -32,7 +38,7 @@ def _setup(
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     chase = Chase(
         net,
-        net.channel_groups(prune_skip=prune_skip),
+        derive_cached(net, shape, prune_skip),
         cfg,
         opt,
         steps_per_epoch=STEPS_PER_EPOCH,
@@ -184,7 +190,10 @@ def test_layerwise_keeps_each_layers_budget() -> None:
 def test_prune_skip_prunes_streams_jointly() -> None:
     cfg = ChaseConfig(**BASE)
     net, opt, chase = _setup(cfg, prune_skip=True)
-    streams = [g for g in net.channel_groups(prune_skip=True) if g.kind == "stream"]
+    kwargs = dict(width=8, in_channels=3, num_classes=4)
+    streams = [
+        g for g in groups_for("resnet_quick", (3, 8, 8), True, **kwargs) if g.kind == "stream"
+    ]
     assert streams and all(len(g.producers) > 1 for g in streams)
     check = Invariants(net, opt, chase)
     _train(net, opt, chase, range(1, 41), check)
@@ -250,7 +259,13 @@ def test_skipped_step_defers_events_and_only_remasks() -> None:
 def test_mlp_linear_layers_and_biases() -> None:
     cfg = ChaseConfig(**{**BASE, "density": 0.3})
     net, opt, chase = _setup(
-        cfg, model="mlp", hidden=[32, 16], input_size=4, in_channels=1, num_classes=4
+        cfg,
+        model="mlp",
+        shape=(1, 4, 4),
+        hidden=[32, 16],
+        input_size=4,
+        in_channels=1,
+        num_classes=4,
     )
     check = Invariants(net, opt, chase)
     _train(net, opt, chase, range(1, 41), check, shape=(1, 4, 4))
@@ -289,7 +304,7 @@ def test_bad_recipes_are_refused() -> None:
     with pytest.raises(BadInput, match="chase.channel_every"):
         Chase(
             net,
-            net.channel_groups(),
+            groups_for("resnet20", (3, 8, 8)),
             ChaseConfig(channel_every=1000),
             None,
             steps_per_epoch=10,

@@ -14,6 +14,7 @@ from chase_deploy.channel_graph import torchscript_module_path
 from chase_deploy.export import export_onnx, restore_layer_names
 from chase_deploy.surgery import slim_model
 from chase_deploy.verify import compare
+from tests.derived_groups import groups_for
 from train.errors import BadInput
 from train.models import create_model
 from train.plan import parse_plan
@@ -37,7 +38,7 @@ def test_export_contract(exporter):
     assert exported.exporter == exporter and exported.max_abs_diff_torch < 1e-4
     # BatchNorm is folded into the convs and the fused weights carry the module names.
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    for group in model.channel_groups(prune_skip=True):
+    for group in groups_for("resnet_quick", (1, 8, 8), True, width=4):
         for layer in group.producers + group.consumers:
             assert f"{layer}.weight" in names(proto)
 
@@ -89,7 +90,7 @@ def test_torchscript_fused_weights_get_their_module_names_back():
 
 def test_surgery_finds_layers_of_an_unrenamed_torchscript_export_by_node_scope():
     model = randomize_bn(create_model("resnet20"))
-    plan = chase_prune(model, model.channel_groups(prune_skip=True), seed=11)
+    plan = chase_prune(model, groups_for("resnet20", (3, 16, 16), True), seed=11)
     proto = raw_torchscript(model, (2, 3, 8, 8))
     result = slim_model(proto, parse_plan(plan))
     check = compare(proto, result.model, batch_sizes=(1, 4))

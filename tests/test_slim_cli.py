@@ -123,12 +123,12 @@ def edited_plan(pruned, key="layer1.0.conv1", **entry) -> dict:
     return plan
 
 
-def tiny_transpose_model(path: Path) -> None:
+def tiny_softmax_model(path: Path) -> None:
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "p.weight")
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["input", "p.weight"], ["a"], name="conv"),
-            helper.make_node("Transpose", ["a"], ["y"], perm=[0, 2, 3, 1], name="to_nhwc"),
+            helper.make_node("Softmax", ["a"], ["y"], axis=1, name="over_c"),
         ],
         "t",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 4, 4])],
@@ -170,10 +170,10 @@ def test_bad_files_exit_2_and_write_nothing(pruned, tmp_path):
     bad_json.write_text("{'layers': oops")
     cut_ckpt = tmp_path / "cut.pt"
     cut_ckpt.write_bytes(pruned["ckpt"].read_bytes()[:3000])
-    nhwc = tmp_path / "nhwc.onnx"
-    tiny_transpose_model(nhwc)
-    nhwc_plan = write_plan(
-        tmp_path / "nhwc.json",
+    softmax_model = tmp_path / "softmax.onnx"
+    tiny_softmax_model(softmax_model)
+    softmax_plan = write_plan(
+        tmp_path / "softmax.json",
         {
             "format": "chase-channel-plan",
             "version": 1,
@@ -190,8 +190,8 @@ def test_bad_files_exit_2_and_write_nothing(pruned, tmp_path):
         ),
         (("slim", pruned["dense"], "--plan", bad_json, "--out", out), "not JSON"),
         (
-            ("slim", nhwc, "--plan", nhwc_plan, "--out", out),
-            "node to_nhwc (Transpose) moves the channel axis",
+            ("slim", softmax_model, "--plan", softmax_plan, "--out", out),
+            "node over_c (Softmax) normalizes over the channel axis",
         ),
         (("slim", pruned["dense"], "--out", out), "needs --plan"),
         (("slim", pruned["dense"], "--plan", pruned["plan_path"]), "--out SLIM.onnx is required"),

@@ -12,6 +12,7 @@ from chase_deploy.export import export_onnx
 from chase_deploy.flops import layer_costs
 from chase_deploy.surgery import slim_model
 from chase_deploy.verify import compare
+from tests.derived_groups import groups_for
 from train.errors import BadInput
 from train.models import create_model, list_models
 from train.plan import parse_plan
@@ -52,12 +53,13 @@ def test_registry_covers_every_model():
 def test_every_registry_model_slims_losslessly(name):
     kwargs, shape = REGISTRY[name]
     model = randomize_bn(create_model(name, **kwargs))
-    plan = chase_prune(model, model.channel_groups(), frac=0.4, seed=1)
+    groups = groups_for(name, shape[1:], **kwargs)
+    plan = chase_prune(model, groups, frac=0.4, seed=1)
     dense, result = slim_and_check(model, shape, plan)
     before, after = weights(dense), weights(result.model)
     for key, entry in plan["layers"].items():
         assert after[f"{key}.weight"][0] == len(entry["kept"]) < before[f"{key}.weight"][0]
-    for group in model.channel_groups():
+    for group in groups:
         kept = len(plan["layers"][group.producers[0]]["kept"])
         for consumer in group.consumers:
             per_channel = before[f"{consumer}.weight"][1] // group.width
@@ -69,7 +71,7 @@ def test_every_registry_model_slims_losslessly(name):
 def test_prune_skip_slims_whole_residual_streams(name):
     kwargs, shape = REGISTRY[name]
     model = randomize_bn(create_model(name, **kwargs))
-    groups = model.channel_groups(prune_skip=True)
+    groups = groups_for(name, shape[1:], True, **kwargs)
     streams = [g for g in groups if g.kind == "stream"]
     assert streams
     plan = chase_prune(model, groups, frac=0.3, seed=2)
@@ -121,7 +123,7 @@ def test_concat_maps_kept_channels_with_offsets():
 
 def test_dynamic_batch_axis_and_io_are_preserved():
     model = randomize_bn(create_model("resnet_quick", width=8))
-    plan = chase_prune(model, model.channel_groups(), seed=6)
+    plan = chase_prune(model, groups_for("resnet_quick", (1, 16, 16), width=8), seed=6)
     dense, result = slim_and_check(model, (2, 1, 16, 16), plan, exporter="dynamo")
     for a, b in (
         (dense.graph.input, result.model.graph.input),
@@ -135,7 +137,7 @@ def test_dynamic_batch_axis_and_io_are_preserved():
 
 def test_round_to_widens_to_multiples_and_stays_lossless():
     model = randomize_bn(create_model("resnet20"))
-    plan = chase_prune(model, model.channel_groups(), frac=0.45, seed=7)
+    plan = chase_prune(model, groups_for("resnet20", (3, 16, 16)), frac=0.45, seed=7)
     dense, exact = slim_and_check(model, (2, 3, 16, 16), plan)
     _, rounded = slim_and_check(model, (2, 3, 16, 16), plan, round_to=8)
     for key, entry in rounded.plan.layers.items():
@@ -152,7 +154,7 @@ def test_round_to_widens_to_multiples_and_stays_lossless():
 
 def test_round_to_prefers_the_largest_remaining_rows():
     model = randomize_bn(create_model("resnet20"))
-    plan = chase_prune(model, model.channel_groups(), frac=0.6, seed=8)  # keeps 6 of 16
+    plan = chase_prune(model, groups_for("resnet20", (3, 16, 16)), frac=0.6, seed=8)  # 6 of 16
     layer = "layer1.0.conv1"
     kept = plan["layers"][layer]["kept"]
     spare = [c for c in range(16) if c not in kept][-1]  # give one pruned row a large weight
@@ -167,7 +169,7 @@ def test_round_to_prefers_the_largest_remaining_rows():
 
 def test_inconsistent_stream_plan_names_the_layers():
     model = randomize_bn(create_model("resnet20"))
-    plan = chase_prune(model, model.channel_groups(prune_skip=True), seed=9)
+    plan = chase_prune(model, groups_for("resnet20", (3, 16, 16), True), seed=9)
     plan["layers"]["layer1.1.conv2"] = {"out_channels": 16, "kept": list(range(10))}
     exported = export_onnx(model, (2, 3, 16, 16), exporter="torchscript")
     with pytest.raises(BadInput, match=r"layer1\.1\.conv2.*same kept set") as err:

@@ -200,15 +200,15 @@ def test_concat_on_a_spatial_axis_couples_like_an_add():
 
 
 UNSUPPORTED = {
-    "Transpose": (
-        [helper.make_node("Transpose", ["t0"], ["y"], perm=[0, 2, 3, 1], name="op")],
-        [],
-        ["N", 8, 8, C],
-    ),
-    "Split": (
-        [helper.make_node("Split", ["t0"], ["y", "z"], axis=1, num_outputs=2, name="op")],
-        [],
+    "Gather": (
+        [helper.make_node("Gather", ["t0", "idx"], ["y"], axis=1, name="op")],
+        [const("idx", [0, 1, 2])],
         ["N", 3, 8, 8],
+    ),
+    "DepthToSpace": (
+        [helper.make_node("DepthToSpace", ["t0"], ["y"], blocksize=1, name="op")],
+        [],
+        ["N", C, 8, 8],
     ),
     "Softmax": (
         [helper.make_node("Softmax", ["t0"], ["y"], axis=1, name="op")],

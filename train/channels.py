@@ -11,9 +11,10 @@ original fan-in times kernel area, so removed input columns still count as zeros
 - random: uniform from the controller's seeded generator (same on every rank)
 - ``*_reverse``: the opposite order (for the paper's Table 2 ablation).
 
-A residual-stream group (``prune_skip``) has several producers writing one index space; its channel
-c is scored as if the producers' rows c were one filter: Σ|W| and the zero count are summed over all
-producers and divided by the summed fan (so a producer's weight counts in proportion to its size).
+A group with several producers (a residual stream with ``prune_skip``, a squeeze-excitation gate
+and the channels it gates) writes one index space; its channel c is scored as if the producers'
+rows c were one filter: Σ|W| and the zero count are summed over all producers and divided by the
+summed fan (so a producer's weight counts in proportion to its size).
 
 Selection walks the alive channels of all groups in ascending key (ties: group order, then channel
 index), skips a group once it is at its floor, and stops at the count. With ``round_to`` = A
@@ -21,11 +22,23 @@ index), skips a group once it is at its floor, and stops at the count. With ``ro
 channels (the first chunk of a width that is not a multiple of A is W mod A, bringing it onto a
 multiple); a chunk is reached when the walk reaches its last channel. The count itself is rounded
 so the total alive lands on a multiple of A (see ``removal_count``), so with widths that are
-multiples of A every event removes exactly the scheduled number.
+multiples of A every event removes exactly the scheduled number. A chunk that does not fit closes
+its group and the walk goes on (``_exact_walk`` retries with one taken chunk skipped if it still
+ends short).
 
-Removing channel c of a group touches the producers' weight rows c and bias entries c and every
-consumer's weight column c (``removed_entries``); the controller masks those entries, ablate zeroes
-them, which is what physically slimming the channel computes.
+Grouped convs (ResNeXt, RegNet): a group whose channels a grouped conv reads or writes is split
+into ``segments`` equal slices, one per conv group, and every slice must keep as many channels as
+the others (so the conv keeps its ``groups``). ``select_units`` makes the r-th lowest-scoring alive
+channel of every slice one unit that goes as a whole; floors and chunks are whole units, and the
+event counts are rounded to ``grain``.
+
+What removing channel c touches is the group's members (``train.groups``): the producers' weight
+rows and biases, depthwise filters and biases that carry the channel, every consumer's weight
+columns, through concat offsets, flatten blocks and grouped-conv slices (``ChannelLayout``). The
+controller masks those entries, ablate zeroes them (``train.slicing.zero_removed``), which is what
+physically slimming the channel computes (``train.slicing.slice_model``, ``slim``); norms and
+per-channel tensors stay as they are in the masked model (the zero consumer columns make them
+harmless) and are cut by the slicers.
 """
 
 from __future__ import annotations
@@ -37,7 +50,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from train.groups import ChannelGroup, ChannelMap, Member
+from train.masks import MASKABLE
 from train.rounding import round_nearest, round_up
+
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 _EPS = 1e-9
 
@@ -48,6 +65,12 @@ def channel_stats(weights: Sequence[Tensor]) -> tuple[Tensor, Tensor, int]:
     nonzero = sum((w.detach() != 0).flatten(1).sum(1) for w in weights)
     fan = sum(w[0].numel() for w in weights)
     return abs_sum, nonzero, fan
+
+
+def output_rows(module: nn.Module) -> Tensor:
+    """A layer's weight with its output channels on dim 0 (a ConvTranspose keeps them on 1)."""
+    weight = module.weight.detach()
+    return weight.transpose(0, 1) if isinstance(module, _CONV_T) else weight
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,15 @@ def channel_floor(width: int, channel_sparsity: float, beta: float, round_to: in
     return min(width, round_up(floor, round_to))
 
 
+def grain(round_to: int, segments: Sequence[int]) -> int:
+    """The step every group's width moves by, common to all groups: each group loses whole
+    chunks of lcm(round_to, its segments) channels, so the total kept is rounded to the gcd of
+    those (``round_to`` itself when no grouped conv splits a group)."""
+    if not segments:
+        return round_to
+    return math.gcd(*(math.lcm(round_to, s) for s in segments))
+
+
 def removal_count(alive: int, base: int, target: float, round_to: int) -> int:
     """Channels to remove now: alive − round(base·(1 − S)), the kept total rounded to a multiple
     of ``round_to``."""
@@ -119,21 +151,33 @@ def select_channels(
     group: Tensor,
     alive: Sequence[int],
     floors: Sequence[int],
-    round_to: int,
+    round_to: int | Sequence[int],
     count: int,
+    unit: Sequence[int] | None = None,
 ) -> Tensor:
     """Which of the candidate channels to remove (bool, same order as ``keys``).
 
     ``keys``/``group`` list every alive channel, grouped (group-major, channel index ascending
-    within a group); ``alive``/``floors`` are per group. Exact and deterministic, no Python loop
-    over channels: rank channels inside their group by key, cut each group into chunks, order the
-    chunks by the key of their last channel and take the eligible ones while the total fits.
+    within a group); ``alive``/``floors`` are per group; ``round_to`` is one chunk size or one per
+    group. Exact and deterministic: rank channels inside their group by key, cut each group into
+    chunks, order the chunks by the key of their last channel and take the eligible ones while
+    the total fits. When a chunk does not fit, its group is closed and the walk goes on with the
+    others; if it still ends short of the count (chunks of several sizes), it is retried with
+    one taken chunk skipped, latest first (``_exact_walk``). With equal chunk sizes this
+    is the plain prefix of the walk. With ``unit`` an element stands for
+    ``unit[g]`` channels of its group (``select_units``): sizes and ``count`` are in channels,
+    ``alive``, ``floors`` and ``round_to`` in elements.
     """
     n, device = keys.numel(), keys.device
     if n == 0 or count <= 0:
         return torch.zeros(n, dtype=torch.bool, device=device)
     alive_t = torch.tensor(alive, dtype=torch.long, device=device)
     floor_t = torch.tensor(floors, dtype=torch.long, device=device)
+    if isinstance(round_to, int):
+        rt = torch.full_like(alive_t, round_to)
+    else:
+        rt = torch.tensor(list(round_to), dtype=torch.long, device=device)
+    unit_t = torch.ones_like(alive_t) if unit is None else torch.tensor(list(unit), device=device)
     # Rank inside the group: stable sort by key, then stable sort by group.
     by_key = torch.argsort(keys, stable=True)
     perm = by_key[torch.argsort(group[by_key], stable=True)]  # group-major, ascending key inside
@@ -141,22 +185,123 @@ def select_channels(
     rank = torch.empty(n, dtype=torch.long, device=device)
     rank[perm] = torch.arange(n, device=device) - starts[group[perm]]
     # Chunks: ids j = (rank + offset) // round_to; taking chunks 0..j leaves alive − end(j) channels.
-    offset = (round_to - alive_t % round_to) % round_to
-    chunk = (rank + offset[group]) // round_to
-    end = torch.minimum((chunk + 1) * round_to - offset[group], alive_t[group])
-    begin = (chunk * round_to - offset[group]).clamp(min=0)
+    offset = (rt - alive_t % rt) % rt
+    r = rt[group]
+    chunk = (rank + offset[group]) // r
+    end = torch.minimum((chunk + 1) * r - offset[group], alive_t[group])
+    begin = (chunk * r - offset[group]).clamp(min=0)
     last = rank + 1 == end
     eligible = alive_t[group] - end >= floor_t[group]
     # Chunks in walk order: represented by their last channel, ordered by (key, group, chunk id).
     reps = perm[last[perm]]
     reps = reps[torch.argsort(keys[reps], stable=True)]
-    size = (end - begin)[reps] * eligible[reps]
-    taken_reps = reps[(torch.cumsum(size, 0) <= count) & eligible[reps]]
+    size = (end - begin)[reps] * eligible[reps] * unit_t[group[reps]]
+    fits = (torch.cumsum(size, 0) <= count) & eligible[reps]
+    taken_reps = reps[fits]
+    blocked = (~fits & eligible[reps]).nonzero()
+    if len(blocked) and int(size[fits].sum()) < count:
+        walked = _exact_walk(size.tolist(), eligible[reps].tolist(), group[reps].tolist(), count)
+        taken_reps = reps[torch.tensor(walked, dtype=torch.long, device=device)]
     # Expand chunks to channels.
     n_chunks = int(chunk.max()) + 1
     table = torch.zeros(len(alive) * n_chunks, dtype=torch.bool, device=device)
     table[group[taken_reps] * n_chunks + chunk[taken_reps]] = True
     return table[group * n_chunks + chunk]
+
+
+BACKTRACK = 64  # retries when the walk ends short of the count (chunks of several sizes)
+
+
+def _walk(sizes: list[int], ok: list[bool], groups: list[int], count: int, skip: int = -1):
+    """The walk over chunks in order: take a chunk while it fits; one that does not fit (or
+    ``skip``) closes its group. Returns (taken chunk positions, channels taken)."""
+    taken, closed, total = [], set(), 0
+    for i, (size, good, g) in enumerate(zip(sizes, ok, groups, strict=True)):
+        if total >= count:
+            break
+        if not good or g in closed:
+            continue
+        if i == skip or total + size > count:
+            closed.add(g)
+            continue
+        taken.append(i)
+        total += size
+    return taken, total
+
+
+def _exact_walk(sizes: list[int], ok: list[bool], groups: list[int], count: int) -> list[int]:
+    """``_walk``; if it ends short of ``count`` (chunks of several sizes), retry with one of
+    its chunks skipped (closing that chunk's group there), latest first, at most ``BACKTRACK``
+    times, and keep the first walk that lands exactly, else the first one."""
+    first, total = _walk(sizes, ok, groups, count)
+    if total == count:
+        return first
+    tries = list(reversed(first))[:BACKTRACK]
+    for skip in tries:
+        taken, total = _walk(sizes, ok, groups, count, skip)
+        if total == count:
+            return taken
+    return first
+
+
+def select_units(
+    keys: Tensor,
+    channel: Tensor,
+    group: Tensor,
+    widths: Sequence[int],
+    segments: Sequence[int],
+    alive: Sequence[int],
+    floors: Sequence[int],
+    round_to: int,
+    count: int,
+) -> Tensor:
+    """``select_channels`` where a group's channels split into ``segments[g]`` equal slices (a
+    grouped conv reads or writes them) and every slice must lose as many as the others.
+
+    Within each slice the alive channels are ranked by key; the r-th of every slice form unit r,
+    whose key is the largest of theirs (it is reached when the walk has reached all of them).
+    Units are selected like channels, ``segments[g]`` channels each; floors and ``round_to`` are
+    rounded to whole units. Without segments this is ``select_channels``. ``channel`` holds each
+    candidate's index within its group."""
+    if all(s == 1 for s in segments):
+        return select_channels(keys, group, alive, floors, round_to, count)
+    device = keys.device
+    unit_keys, unit_group, unit_of = [], [], torch.empty_like(group)
+    offsets = torch.cumsum(torch.tensor([0, *alive[:-1]]), 0).tolist()
+    unit_alive, unit_floor, unit_round = [], [], []
+    base = 0
+    for g, (width, s) in enumerate(zip(widths, segments, strict=True)):
+        idx = torch.arange(offsets[g], offsets[g] + alive[g], device=device)
+        if s == 1:
+            unit_keys.append(keys[idx])
+            unit_of[idx] = base + torch.arange(len(idx), device=device)
+        else:
+            seg = channel[idx] // (width // s)
+            per = alive[g] // s
+            order = torch.argsort(keys[idx], stable=True)
+            order = order[torch.argsort(seg[order], stable=True)]  # slice-major, key-ascending
+            ranks = torch.empty_like(order)
+            ranks[order] = torch.arange(len(idx), device=device) % per
+            grid = keys[idx][order].view(s, per)
+            unit_keys.append(grid.max(dim=0).values)
+            unit_of[idx] = base + ranks
+        count_g = len(unit_keys[-1])
+        unit_group.append(torch.full((count_g,), g, dtype=torch.long, device=device))
+        step = round_to * s // math.gcd(round_to, s) // s
+        unit_alive.append(count_g)
+        unit_floor.append(min(count_g, round_up(math.ceil(floors[g] / s), step)))
+        unit_round.append(step)
+        base += count_g
+    chosen_units = select_channels(
+        torch.cat(unit_keys),
+        torch.cat(unit_group),
+        unit_alive,
+        unit_floor,
+        unit_round,
+        count,
+        unit=list(segments),
+    )
+    return chosen_units[unit_of]
 
 
 def removed_entries(
@@ -166,10 +311,114 @@ def removed_entries(
     dead: Tensor,
 ) -> Iterator[tuple[str, tuple]]:
     """(parameter name, index) of every entry the ``dead`` channels occupy: the producers' weight
-    rows and bias entries, the consumers' weight columns."""
+    rows and bias entries, the consumers' weight columns (plain groups; ``ChannelLayout`` covers
+    every member)."""
     for name in producers:
         yield f"{name}.weight", (dead,)
         if getattr(modules[name], "bias", None) is not None:
             yield f"{name}.bias", (dead,)
     for name in consumers:
         yield f"{name}.weight", (slice(None), dead)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Group ``group`` occupies positions ``map`` along ``dim`` of a parameter; with
+    ``segments`` > 1 the parameter is a grouped conv's weight and ``dim`` 1 holds each conv
+    group's own input channels."""
+
+    group: int
+    dim: int
+    map: ChannelMap
+    width: int
+    segments: int = 1
+
+
+class ChannelLayout:
+    """Where every group's channels sit in the model's Conv/Linear weights and biases: producer
+    rows and biases, consumer columns (through concat offsets, flatten blocks and grouped-conv
+    slices), depthwise filter rows and biases. Norms and per-channel tensors are left dense (a
+    removed channel's consumers read it with zero weights; ``train.slicing`` removes them).
+
+    Removing channels masks every entry they occupy (``allowed``); ``capacity`` counts a weight's
+    positions inside alive channels with Python ints (no device sync)."""
+
+    def __init__(self, modules: Mapping[str, nn.Module], groups: Sequence[ChannelGroup]) -> None:
+        self.slots: dict[str, list[_Slot]] = {}
+        for gi, group in enumerate(groups):
+            for member in group.members:
+                self._add(modules, gi, group, member)
+
+    def _add(self, modules, gi: int, group: ChannelGroup, member: Member) -> None:
+        module = modules.get(member.name)
+        if member.kind in ("norm", "tensor"):
+            return
+        transposed = isinstance(module, _CONV_T)
+        if not isinstance(module, MASKABLE + _CONV_T):
+            raise ValueError(
+                f"channel group {group.name!r}: {member.role} {member.name!r} is not a "
+                f"Conv/Linear module"
+            )
+        weight = module.weight
+        if member.role == "consumer":
+            dim = 0 if transposed else 1
+            segments = member.segments
+            size = weight.shape[dim] * (segments if not transposed else 1)
+            if segments > 1 and getattr(module, "groups", 1) != segments:
+                raise ValueError(
+                    f"channel group {group.name!r}: {member.name} has groups="
+                    f"{getattr(module, 'groups', 1)}, not {segments}"
+                )
+            slots = [(f"{member.name}.weight", _Slot(gi, dim, member.map, group.width, segments))]
+        else:  # producer rows, depthwise carrier rows
+            dim = 1 if transposed else 0
+            size = weight.shape[dim] * (getattr(module, "groups", 1) if transposed else 1)
+            slot = _Slot(gi, dim, member.map, group.width)
+            slots = [(f"{member.name}.weight", slot)]
+            if getattr(module, "bias", None) is not None:
+                slots.append((f"{member.name}.bias", _Slot(gi, 0, member.map, group.width)))
+        if member.map.size(group.width) != size:
+            raise ValueError(
+                f"channel group {group.name!r}: {member.role} {member.name!r} has {size} "
+                f"channels where the group's map needs {member.map.size(group.width)}"
+            )
+        for name, slot in slots:
+            self.slots.setdefault(name, []).append(slot)
+
+    def params_of(self, group: int) -> list[str]:
+        return [name for name, slots in self.slots.items() if any(s.group == group for s in slots)]
+
+    def allowed(
+        self, name: str, shape: Sequence[int], alive: Sequence[Tensor], widths: Sequence[int]
+    ) -> Tensor | None:
+        """Broadcastable bool over parameter ``name``: inside alive channels (None: all are)."""
+        out = None
+        for slot in self.slots.get(name, ()):
+            if widths[slot.group] == slot.width:
+                continue
+            keep = alive[slot.group]
+            dead = (~keep).nonzero().squeeze(1)
+            if slot.segments > 1:
+                per, g = shape[1], slot.segments
+                cols = torch.ones(per * g, dtype=torch.bool, device=keep.device)
+                cols[slot.map.positions(dead, slot.width)] = False
+                rows = shape[0] // g
+                grid = cols.view(g, 1, per).expand(g, rows, per).reshape(shape[0], per)
+                view = grid.view(shape[0], per, *([1] * (len(shape) - 2)))
+            else:
+                line = torch.ones(shape[slot.dim], dtype=torch.bool, device=keep.device)
+                line[slot.map.positions(dead, slot.width)] = False
+                dims = [1] * len(shape)
+                dims[slot.dim] = -1
+                view = line.view(dims)
+            out = view if out is None else out & view
+        return out
+
+    def capacity(self, name: str, shape: Sequence[int], widths: Sequence[int]) -> int:
+        """Positions of parameter ``name`` inside alive channels."""
+        sizes = list(shape)
+        for slot in self.slots.get(name, ()):
+            dead = slot.width - widths[slot.group]
+            lost = dead * slot.map.outer * slot.map.inner
+            sizes[slot.dim] -= lost // slot.segments
+        return math.prod(sizes)

@@ -41,8 +41,8 @@ from train.amenable import amenable_fractions
 from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
-from train.masks import MASKABLE, apply_masks, checksum, count_active, maskable_modules, random_mask
-from train.models.groups import ChannelGroup
+from train.groups import ChannelGroup
+from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
 from train.schedules import Timeline, channel_target, growth_extra, hard_prune_rate
 
@@ -60,10 +60,14 @@ class _Group:
     consumers: tuple[str, ...]
     width: int
     floor: int
+    segments: int = 1  # a grouped conv splits the channels: every slice loses as many
 
 
 class Chase:
-    """Channel-aware dynamic sparse training of ``model`` (already on its device)."""
+    """Channel-aware dynamic sparse training of ``model`` (already on its device).
+
+    ``groups`` are the prunable channel groups (``train.groups``), read from the model's graph by
+    ``chase_deploy.channel_groups.derive_groups``; empty for unstructured Chase."""
 
     def __init__(
         self,
@@ -104,12 +108,15 @@ class Chase:
         ]
 
         self._groups = self._resolve_groups(groups)
+        self._layout = channels.ChannelLayout(
+            self._modules, [g for g in groups if g.name in {gr.name for gr in self._groups}]
+        )
         self.alive = [
             torch.ones(gr.width, dtype=torch.bool, device=self._device) for gr in self._groups
         ]
         self._widths = [gr.width for gr in self._groups]
         self.channels_total = sum(self._widths)
-        self._row_group, self._col_group = self._group_maps()
+        self._row_group = self._group_rows()
         self._extra: dict[str, Tensor] = {}  # bias masks and dense layers' channel masks
         self._rng = torch.Generator().manual_seed(_stream(seed, _CHANNEL_STREAM))
         self._check_feasible()
@@ -333,25 +340,17 @@ class Chase:
 
     def _capacities(self) -> list[int]:
         """Positions of each masked layer inside alive channels (Python ints, no device sync)."""
-        caps = []
-        for p, rg, cg in zip(self._params, self._row_group, self._col_group, strict=True):
-            rows = self._widths[rg] if rg is not None else p.shape[0]
-            cols = self._widths[cg] if cg is not None else p.shape[1]
-            caps.append(rows * cols * math.prod(p.shape[2:]))
-        return caps
+        return [
+            self._layout.capacity(name, p.shape, self._widths)
+            for name, p in zip(self.param_names, self._params, strict=True)
+        ]
 
     def _allowed(self) -> list[Tensor | None]:
         """Broadcastable bool 'inside alive channels' per masked layer, None where all are alive."""
-        out: list[Tensor | None] = []
-        for p, rg, cg in zip(self._params, self._row_group, self._col_group, strict=True):
-            allowed = None
-            if rg is not None and self._widths[rg] < self._groups[rg].width:
-                allowed = self.alive[rg].view(-1, *([1] * (p.dim() - 1)))
-            if cg is not None and self._widths[cg] < self._groups[cg].width:
-                cols = self.alive[cg].view(1, -1, *([1] * (p.dim() - 2)))
-                allowed = cols if allowed is None else allowed & cols
-            out.append(allowed)
-        return out
+        return [
+            self._layout.allowed(name, p.shape, self.alive, self._widths)
+            for name, p in zip(self.param_names, self._params, strict=True)
+        ]
 
     # ------------------------------------------------------------------------------------------
     # Channel pruning
@@ -365,7 +364,8 @@ class Chase:
             target = channel_target(
                 t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
             )
-        count = channels.removal_count(sum(self._widths), self.channels_total, target, cfg.round_to)
+        grain = channels.grain(cfg.round_to, [gr.segments for gr in self._groups])
+        count = channels.removal_count(sum(self._widths), self.channels_total, target, grain)
         removed = self._remove_channels(count) if count > 0 else 0
         self._agree("channel event", now)
         return {
@@ -382,35 +382,45 @@ class Chase:
         alive = torch.cat(self.alive)
         candidates = alive.nonzero().squeeze(1)
         floors = [gr.floor for gr in self._groups]
-        chosen = channels.select_channels(
-            keys[candidates], group_ids[candidates], self._widths, floors, self.cfg.round_to, count
+        starts = torch.tensor([0, *self._group_widths[:-1]], device=alive.device).cumsum(0)
+        chosen = channels.select_units(
+            keys[candidates],
+            candidates - starts[group_ids[candidates]],
+            group_ids[candidates],
+            self._group_widths,
+            [gr.segments for gr in self._groups],
+            self._widths,
+            floors,
+            self.cfg.round_to,
+            count,
         )
         dead = torch.zeros_like(alive)
         dead[candidates[chosen]] = True
-        dead_per_group = torch.split(dead, [gr.width for gr in self._groups])
+        dead_per_group = torch.split(dead, self._group_widths)
         lost = count_active(list(dead_per_group))
-        for gi, (gr, d, n) in enumerate(zip(self._groups, dead_per_group, lost, strict=True)):
+        for gi, (d, n) in enumerate(zip(dead_per_group, lost, strict=True)):
             if n:
-                self._kill(gr, d)
                 self.alive[gi] &= ~d
                 self._widths[gi] -= n
+                self._kill(gi)
         self._remask()
         return sum(lost)
 
     def _channel_keys(self) -> tuple[Tensor, Tensor]:
         """Prune-order keys for every channel of every group (alive or not), and group ids."""
         stats = channels.GroupStats.of(
-            [[self._modules[n].weight.detach() for n in gr.producers] for gr in self._groups]
+            [[channels.output_rows(self._modules[n]) for n in gr.producers] for gr in self._groups]
         )
         return stats.keys(self.cfg.criterion, self._rng), stats.group
 
-    def _kill(self, group: _Group, dead: Tensor) -> None:
-        """Mask every entry the dead channels occupy (``channels.removed_entries``)."""
+    def _kill(self, group: int) -> None:
+        """Mask every entry the group's dead channels occupy (``channels.ChannelLayout``)."""
         with torch.no_grad():
-            for name, index in channels.removed_entries(
-                self._modules, group.producers, group.consumers, dead
-            ):
-                self._mask(name)[index] = False
+            for name in self._layout.params_of(group):
+                mask = self._mask(name)
+                allowed = self._layout.allowed(name, mask.shape, self.alive, self._widths)
+                if allowed is not None:
+                    mask &= allowed
 
     def _mask(self, name: str) -> Tensor:
         """The mask of a parameter: its sparse mask, or a channel-only mask for dense ones."""
@@ -444,31 +454,29 @@ class Chase:
             )
 
     def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[_Group]:
-        cfg, out, seen_p, seen_c = self.cfg, [], set(), set()
+        cfg, out, seen = self.cfg, [], set()
         if cfg.channel_sparsity <= 0:
             return []
         for g in groups:
             for name in g.producers:
-                _check_layer(self._modules, g, name, dim=0)
-                if name in seen_p:
+                if name in seen:
                     raise ValueError(f"channel group {g.name!r}: {name} produces two groups")
-                seen_p.add(name)
-            for name in g.consumers:
-                _check_layer(self._modules, g, name, dim=1)
-                if name in seen_c:
-                    raise ValueError(f"channel group {g.name!r}: {name} reads two groups")
-                seen_c.add(name)
-            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, cfg.round_to)
-            out.append(_Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor))
+                seen.add(name)
+            chunk = cfg.round_to * g.segments // math.gcd(cfg.round_to, g.segments)
+            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, chunk)
+            out.append(
+                _Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor, g.segments)
+            )
         return out
 
-    def _group_maps(self) -> tuple[list[int | None], list[int | None]]:
-        rows: dict[str, int] = {}
-        cols: dict[str, int] = {}
-        for gi, gr in enumerate(self._groups):
-            rows.update({name: gi for name in gr.producers})
-            cols.update({name: gi for name in gr.consumers})
-        return [rows.get(n) for n in self.layer_names], [cols.get(n) for n in self.layer_names]
+    def _group_rows(self) -> list[int | None]:
+        """The group whose producer each masked layer is (its rows are the group's channels)."""
+        rows = {name: gi for gi, gr in enumerate(self._groups) for name in gr.producers}
+        return [rows.get(n) for n in self.layer_names]
+
+    @property
+    def _group_widths(self) -> list[int]:
+        return [gr.width for gr in self._groups]
 
     def _check_feasible(self) -> None:
         if self.cfg.channel_sparsity <= 0:
@@ -484,22 +492,6 @@ class Chase:
                 f"({self.timeline.stop} steps, events at (t + {self.cfg.channel_every // 2}) mod "
                 f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
             )
-
-
-def _check_layer(modules: dict[str, nn.Module], group: ChannelGroup, name: str, dim: int) -> None:
-    m = modules.get(name)
-    role = "producer" if dim == 0 else "consumer"
-    if not isinstance(m, MASKABLE):
-        raise ValueError(
-            f"channel group {group.name!r}: {role} {name!r} is not a Conv/Linear module"
-        )
-    if getattr(m, "groups", 1) != 1:
-        raise ValueError(f"channel group {group.name!r}: grouped conv {name!r} is not supported")
-    if m.weight.shape[dim] != group.width:
-        raise ValueError(
-            f"channel group {group.name!r}: {role} {name!r} has {m.weight.shape[dim]} channels "
-            f"on dim {dim}, not {group.width}"
-        )
 
 
 def _stream(seed: int, stream: int) -> int:

@@ -52,7 +52,11 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # of TensorRT engines (recipe and `build 
 
 @dataclass
 class ModelConfig:
-    name: str = _f("resnet_quick", help="registry name, see `chase-deploy train --list-models`")
+    name: str = _f(
+        "resnet_quick",
+        help="a registry name (`chase-deploy train --list-models`), torchvision:NAME, timm:NAME "
+        "or MODULE:CALLABLE (an import path; the working directory is importable)",
+    )
     kwargs: dict = _f(factory=dict, help="the model factory's keyword arguments")
 
 
@@ -330,21 +334,25 @@ def _show(value: Any) -> str:
 
 
 def _build_model(raw: dict) -> ModelConfig:
-    from train.models import list_models, model_kwargs
+    from train.models import resolve
 
     raw = dict(raw)
     name = raw.pop("name", "resnet_quick")
     if not isinstance(name, str):
         raise BadInput(f"recipe key model.name: expected a string, got {_show(name)}")
-    if name not in list_models():
-        raise BadInput(
-            f"recipe key model.name: unknown model {name!r}; valid: {', '.join(list_models())}"
-        )
-    params = model_kwargs(name)
+    try:
+        source = resolve(name)
+    except BadInput as e:
+        text = str(e)
+        raise BadInput(text if text.startswith("recipe key") else f"recipe key {text}") from None
+    params = source.params
     for key, value in raw.items():
         if key not in params:
+            if source.any_keyword:
+                continue  # the factory takes **kwargs: it checks the key itself
+            valid = ", ".join(sorted(params))
             raise BadInput(
-                f"recipe key model.{key}: not an argument of {name}; valid: name, {', '.join(sorted(params))}"
+                f"recipe key model.{key}: not an argument of {name}; valid: name, {valid}"
             )
         default = params[key].default
         if isinstance(default, bool):

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,15 @@ from train.distributed import (
     sync_buffers,
 )
 from train.errors import BadInput
+from train.groups import ChannelGroup
 from train.metrics import MetricsLog
-from train.models import create_model, model_kwargs
+from train.models import create_model, resolve
 from train.optim import build_optimizer, lr_at, set_lr
 from train.plan import ChannelPlan, empty_plan
 from train.progress import Progress, log
 from train.run_dir import RunDir
 
+GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
 DEBUG_KILL_ENV = "CHASE_DEPLOY_DEBUG_SIGKILL_AT"  # "RANK:STEP": that rank kills itself after STEP
 
@@ -63,14 +66,14 @@ def select_device(name: str) -> torch.device:
 
 def resolve_model_kwargs(recipe: Recipe, data: DataBundle) -> None:
     """Fill num_classes / in_channels / input_size from the data unless the recipe sets them."""
-    accepted = model_kwargs(recipe.model.name)
     implied = {
         "num_classes": data.num_classes,
         "in_channels": data.input_shape[0],
+        "in_chans": data.input_shape[0],
         "input_size": data.input_shape[1],
     }
-    for key, value in implied.items():
-        if key in accepted and key not in recipe.model.kwargs:
+    for key, value in resolve(recipe.model.name).data_kwargs(**implied).items():
+        if key not in recipe.model.kwargs:
             recipe.model.kwargs[key] = value
     given = recipe.model.kwargs.get("num_classes")
     if given is not None and given != data.num_classes:
@@ -79,14 +82,26 @@ def resolve_model_kwargs(recipe: Recipe, data: DataBundle) -> None:
         )
 
 
-def train(recipe: Recipe, out: Path, *, resume: str | None = None, device: str = "auto") -> Path:
-    """Train ``recipe`` into ``out``; returns the path of final.pt."""
+def train(
+    recipe: Recipe,
+    out: Path,
+    *,
+    resume: str | None = None,
+    device: str = "auto",
+    derive_groups: GroupDeriver | None = None,
+) -> Path:
+    """Train ``recipe`` into ``out``; returns the path of final.pt.
+
+    ``derive_groups(model, sample_shape, prune_skip)`` returns the model's prunable channel
+    groups (``chase_deploy.channel_groups.derive_groups``, which traces the model through ONNX;
+    ``train`` itself never imports it). Only channel pruning (``chase.channel_sparsity`` > 0)
+    needs it."""
     dev = process_device(select_device(device), dist_info_from_env())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     dist_info = init_distributed(dev)
     try:
-        return Trainer(recipe, RunDir(Path(out)), dev, dist_info).fit(resume)
+        return Trainer(recipe, RunDir(Path(out)), dev, dist_info, derive_groups).fit(resume)
     except BaseException as e:
         # The traceback's frames hold the trainer, its DDP wrapper and so the process group:
         # let them go, so that shutdown() really frees the group before the interpreter exits.
@@ -109,9 +124,16 @@ def _debug_dump_exit(info: DistInfo) -> None:
 
 class Trainer:
     def __init__(
-        self, recipe: Recipe, paths: RunDir, device: torch.device, dist_info: DistInfo
+        self,
+        recipe: Recipe,
+        paths: RunDir,
+        device: torch.device,
+        dist_info: DistInfo,
+        derive_groups: GroupDeriver | None = None,
     ) -> None:
         self.recipe, self.paths, self.device, self.dist = recipe, paths, device, dist_info
+        self.derive_groups = derive_groups
+        self.groups_note: str | None = None
         self.main = dist_info.is_main
         torch.manual_seed(recipe.seed)
         self.data = build_data(recipe.data, recipe.seed, dist_info.rank, dist_info.world)
@@ -144,7 +166,7 @@ class Trainer:
         cfg = self.recipe.chase
         return Chase(
             self.model,
-            groups=self.model.channel_groups(prune_skip=cfg.prune_skip),
+            groups=self._channel_groups(),
             cfg=cfg,
             optimizer=self.optimizer,
             steps_per_epoch=self.steps_per_epoch,
@@ -152,6 +174,25 @@ class Trainer:
             explore_until=explore_until_epoch(self.recipe),
             seed=self.recipe.seed,
         )
+
+    def _channel_groups(self) -> Sequence[ChannelGroup]:
+        cfg = self.recipe.chase
+        if cfg.channel_sparsity <= 0:
+            return []
+        if self.derive_groups is None:
+            raise BadInput(
+                "recipe key chase.channel_sparsity: channel pruning needs the model's channel "
+                "groups, which chase_deploy derives from its ONNX graph; train with "
+                "`chase-deploy train` or pass derive_groups=chase_deploy.channel_groups.derive_groups"
+            )
+        found = self.derive_groups(self.model, self.data.input_shape, cfg.prune_skip)
+        groups = list(found)
+        excluded = getattr(found, "excluded", {})
+        self.groups_note = (
+            f"channel groups: {len(groups)} prunable ({sum(g.width for g in groups)} channels), "
+            f"{len(excluded)} layers kept whole (`chase-deploy inspect RECIPE` says why)"
+        )
+        return groups
 
     # ------------------------------------------------------------------ run
     def fit(self, resume: str | None) -> Path:
@@ -162,6 +203,8 @@ class Trainer:
             f"{self.steps_per_epoch} steps, device {self.device}, {self.dist.world} process(es)",
             self.main,
         )
+        if self.groups_note:
+            log(self.groups_note, self.main)
         while self.epoch < epochs:
             start = time.perf_counter()
             train_loss = self._train_epoch(self.epoch)

@@ -39,14 +39,42 @@ def round_nearest(count: float, round_to: int) -> int:
 
 
 def round_kept(
-    kept: tuple[int, ...], out_channels: int, round_to: int, scores: Sequence[float]
+    kept: tuple[int, ...],
+    out_channels: int,
+    round_to: int,
+    scores: Sequence[float],
+    segments: int = 1,
 ) -> tuple[int, ...]:
     """Widen ``kept`` to a multiple of ``round_to`` (capped at ``out_channels``) with the best
-    remaining channels by ``scores`` (ties: lower index first), so the result stays sorted."""
+    remaining channels by ``scores`` (ties: lower index first), so the result stays sorted.
+
+    With ``segments`` > 1 (channels a grouped conv splits into equal slices) every slice keeps the
+    same number of channels: each is widened by the same count, to a multiple of
+    ``round_to / gcd(round_to, segments)``, capped at the slice size."""
+    if segments > 1:
+        return _round_segments(kept, out_channels, round_to, scores, segments)
     if round_to <= 1 or len(kept) % round_to == 0:
         return kept
     target = min(out_channels, round_up(len(kept), round_to))
+    return _widen(kept, range(out_channels), target - len(kept), scores)
+
+
+def _widen(kept, candidates, extra: int, scores: Sequence[float]) -> tuple[int, ...]:
     chosen = set(kept)
-    rest = [i for i in range(out_channels) if i not in chosen]
+    rest = [i for i in candidates if i not in chosen]
     rest.sort(key=lambda i: (-float(scores[i]), i))
-    return tuple(sorted(chosen.union(rest[: target - len(kept)])))
+    return tuple(sorted(chosen.union(rest[:extra])))
+
+
+def _round_segments(kept, out_channels, round_to, scores, segments) -> tuple[int, ...]:
+    size = out_channels // segments
+    per = [[i for i in kept if i // size == s] for s in range(segments)]
+    count = len(per[0])
+    step = round_to // math.gcd(round_to, segments)
+    target = min(size, round_up(count, step))
+    if target == count:
+        return kept
+    out: list[int] = []
+    for s, mine in enumerate(per):
+        out.extend(_widen(mine, range(s * size, (s + 1) * size), target - len(mine), scores))
+    return tuple(sorted(out))

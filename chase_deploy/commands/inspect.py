@@ -1,4 +1,5 @@
-"""``chase-deploy inspect``: per-layer widths, sparsity and FLOPs of a checkpoint or ONNX model."""
+"""``chase-deploy inspect``: per-layer widths, sparsity and FLOPs of a checkpoint or ONNX model;
+the channel groups of a recipe or checkpoint."""
 
 from __future__ import annotations
 
@@ -12,22 +13,30 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def command(path: Path, as_json: bool) -> None:
     """Show each Conv/Linear layer: shape before/after slimming, kept channels, parameter and
-    channel sparsity, FLOPs (the paper's Table 15 view).
+    channel sparsity, FLOPs (the paper's Table 15 view); for a recipe or a checkpoint, also the
+    channel groups Chase prunes and every layer kept whole, with the reason.
 
     \b
+      chase-deploy inspect recipes/quickstart.yaml          # the groups the trainer would prune
       chase-deploy inspect runs/quickstart/final.pt
       chase-deploy inspect slim.onnx --json > layers.json
 
     A checkpoint is exported and cut with its channel plan; an ONNX file shows what its zero
-    rows and columns would allow.
+    rows and columns would allow; a recipe's model is traced on its data's input shape.
     """
     import json
 
-    from chase_deploy.inspect import inspect_path
+    from chase_deploy.inspect import format_groups, inspect_path
     from chase_deploy.layer_table import format_table
     from train.errors import BadInput
 
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     report = inspect_path(path)
-    click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    parts = [format_table(report)] if "layers" in report else []
+    if "groups" in report:
+        parts.append(format_groups(report))
+    click.echo("\n\n".join(parts))

@@ -30,9 +30,10 @@ def command(
       chase-deploy train recipes/quickstart.yaml --resume auto
       torchrun --nproc_per_node 2 -m chase_deploy train recipes/quickstart.yaml --device cpu
     """
+    from chase_deploy.channel_groups import derive_groups
     from train.config import load_recipe
     from train.loop import train
 
     spec = load_recipe(recipe, overrides)
     directory = out_dir(recipe, out)
-    train(spec, directory, resume=resume, device=device)
+    train(spec, directory, resume=resume, device=device, derive_groups=derive_groups)

@@ -44,6 +44,7 @@ def _parse() -> argparse.Namespace:
 
 
 def _bench(name: str, args: argparse.Namespace) -> None:
+    from chase_deploy.channel_groups import derive_groups
     from train.chase import Chase
     from train.config import ChaseConfig
     from train.models import create_model
@@ -66,7 +67,7 @@ def _bench(name: str, args: argparse.Namespace) -> None:
     # One "epoch" = the whole run; tau_stop at the end, so all events are phase A + channel events.
     chase = Chase(
         chase_model,
-        chase_model.channel_groups(),
+        derive_groups(chase_model, (3, 32, 32)),
         cfg,
         chase_opt,
         steps_per_epoch=total_steps,

@@ -104,6 +104,7 @@ def check_cost_worker(repeats: int) -> None:
     """Runs under torchrun: rank 0 prints the median cost of each check in ms."""
     import torch
 
+    from chase_deploy.channel_groups import derive_groups
     from train.chase import Chase
     from train.config import ChaseConfig
     from train.distributed import check_agreement, init_distributed, shutdown
@@ -115,7 +116,8 @@ def check_cost_worker(repeats: int) -> None:
         torch.manual_seed(0)
         model = create_model(name, num_classes=10)
         cfg = ChaseConfig(density=0.1, channel_sparsity=0.5, update_every=100, channel_every=100)
-        chase = Chase(model, model.channel_groups(), cfg, steps_per_epoch=100, epochs=10, seed=0)
+        groups = derive_groups(model, (3, 32, 32))
+        chase = Chase(model, groups, cfg, steps_per_epoch=100, epochs=10, seed=0)
         state = {**model.state_dict(), **{f"mask {k}": v for k, v in chase.masks.items()}}
 
         def timed(fn) -> float:

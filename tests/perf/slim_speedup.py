@@ -48,6 +48,7 @@ def table15_counts(seed: int = 0) -> list[tuple[int, int]]:
 def chase_model(seed: int = 0) -> tuple[nn.Module, dict, dict]:
     """A resnet50 as Chase would leave it with the ``table15_counts`` widths: (model in eval mode
     with pruned rows/columns zero, masks, channel-plan layers). Also used by tests/gpu/prepare.py."""
+    from chase_deploy.channel_groups import derive_groups
     from train.models import create_model
 
     torch.manual_seed(seed)
@@ -68,7 +69,7 @@ def chase_model(seed: int = 0) -> tuple[nn.Module, dict, dict]:
     }
     rng = np.random.default_rng(seed)
     layers = {}
-    groups = model.channel_groups()
+    groups = derive_groups(model, (3, 64, 64))
     counts = [c for pair in table15_counts(seed) for c in pair]
     for group, count in zip(groups, counts, strict=True):
         kept = sorted(rng.choice(group.width, size=count, replace=False).tolist())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from train.models.groups import ChannelGroup
 from train.models.registry import register_model
 
 
@@ -27,19 +26,6 @@ class MLP(nn.Module):
         for linear, norm in zip(self.hidden, self.norms, strict=True):
             x = self.relu(norm(linear(x)))
         return self.fc(x)
-
-    def channel_groups(self, prune_skip: bool = False) -> list[ChannelGroup]:
-        """Every hidden layer; its consumer is the next Linear."""
-        names = [f"hidden.{i}" for i in range(len(self.hidden))] + ["fc"]
-        return [
-            ChannelGroup(
-                name=names[i],
-                producers=(names[i],),
-                consumers=(names[i + 1],),
-                width=self.hidden[i].out_features,
-            )
-            for i in range(len(self.hidden))
-        ]
 
 
 @register_model

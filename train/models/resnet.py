@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from train.models.groups import ChannelGroup
 from train.models.registry import register_model
 
 
@@ -103,66 +102,6 @@ class ResNet(nn.Module):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return self.fc(self.avgpool(x).flatten(1))
-
-    def channel_groups(self, prune_skip: bool = False) -> list[ChannelGroup]:
-        """Bottleneck conv1 and conv2 / basic-block conv1; with ``prune_skip`` every residual stream."""
-        groups = []
-        for name, block in self._blocks():
-            internal = ["conv1", "conv2"] if isinstance(block, Bottleneck) else ["conv1"]
-            following = {"conv1": "conv2", "conv2": "conv3"}
-            for conv in internal:
-                groups.append(
-                    ChannelGroup(
-                        name=f"{name}.{conv}",
-                        producers=(f"{name}.{conv}",),
-                        consumers=(f"{name}.{following[conv]}",),
-                        width=getattr(block, conv).out_channels,
-                    )
-                )
-        if prune_skip:
-            groups.extend(self._stream_groups())
-        return groups
-
-    def _blocks(self) -> list[tuple[str, nn.Module]]:
-        return [
-            (f"{stage}.{j}", block)
-            for stage in self.stage_names
-            for j, block in enumerate(getattr(self, stage))
-        ]
-
-    def _stream_groups(self) -> list[ChannelGroup]:
-        # A stream starts at the stem or at a block with a projection shortcut; identity blocks
-        # add their last conv to it. Everything that reads the stream is a consumer.
-        streams: list[dict] = []
-        current = {"producers": ["conv1"], "consumers": [], "merged": False}
-        for name, block in self._blocks():
-            last = "conv3" if isinstance(block, Bottleneck) else "conv2"
-            current["consumers"].append(f"{name}.conv1")
-            if block.downsample is not None:
-                current["consumers"].append(f"{name}.downsample.0")
-                streams.append(current)
-                current = {
-                    "producers": [f"{name}.downsample.0"],
-                    "consumers": [],
-                    "merged": True,
-                }
-            else:
-                current["merged"] = True
-            current["producers"].append(f"{name}.{last}")
-        current["consumers"].append("fc")
-        streams.append(current)
-        modules = dict(self.named_modules())
-        return [
-            ChannelGroup(
-                name=f"stream.{s['producers'][0]}",
-                producers=tuple(s["producers"]),
-                consumers=tuple(s["consumers"]),
-                width=modules[s["producers"][0]].out_channels,
-                kind="stream",
-            )
-            for s in streams
-            if s["merged"]
-        ]
 
 
 def _init_weights(model: nn.Module) -> None:

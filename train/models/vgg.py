@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from train.models.groups import ChannelGroup
 from train.models.registry import register_model
 
 _CONFIGS = {
@@ -65,21 +64,6 @@ class VGG(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
-
-    def channel_groups(self, prune_skip: bool = False) -> list[ChannelGroup]:
-        """Every conv but the last; its consumer is the next conv (across max-pools)."""
-        convs = [(i, m) for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
-        groups = []
-        for (i, conv), (j, _) in zip(convs, convs[1:], strict=False):
-            groups.append(
-                ChannelGroup(
-                    name=f"features.{i}",
-                    producers=(f"features.{i}",),
-                    consumers=(f"features.{j}",),
-                    width=conv.out_channels,
-                )
-            )
-        return groups
 
 
 @register_model

@@ -1,0 +1,200 @@
+"""Channel groups: which output channels Chase may prune together, and every tensor they touch.
+
+Groups are *data*. ``chase_deploy.channel_groups`` derives them from the model's graph (the same
+channel analysis ``slim`` runs on the ONNX export) and hands them to the trainer; nothing here
+needs ONNX. One group is one channel index space of ``width`` channels, with three kinds of
+members, each a module (or, for ``kind="tensor"``, a parameter/buffer) of the model:
+
+- **producers** write the channels: the output rows of a Conv/ConvTranspose/Linear weight and its
+  bias. A group has several when an op couples them: every conv summed into one residual stream
+  (``kind="stream"``), or a squeeze-excitation gate multiplied into the channels it gates.
+- **carriers** pass the channels through and shrink with them: norm layers (weight, bias, running
+  statistics), depthwise convs (filter rows and bias; ``groups`` is lowered), per-channel tensors
+  such as a layer scale.
+- **consumers** read the channels: the input columns of a Conv/ConvTranspose/Linear weight.
+
+Where a member sees the channels is a ``ChannelMap``: channel ``c`` sits at positions
+``o·total·inner + (offset + c)·inner + i`` of its axis (``o < outer``, ``i < inner``). The plain
+case is ``c`` itself; ``offset``/``total`` place the group inside a concatenation, ``inner`` is a
+Flatten's H·W block (or a depthwise conv's channel multiplier), ``outer`` a channels-last flatten.
+
+A grouped (non-depthwise) conv among the members splits the channels into ``segments`` equal
+slices (one per conv group); pruning must take the same number of channels from every slice, so
+the conv keeps its ``groups``. All indices are the ORIGINAL (unpruned) ones, as in the channel plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+ROLES = ("producer", "carrier", "consumer")
+KINDS = ("layer", "conv", "conv_transpose", "linear", "depthwise", "norm", "tensor")
+
+
+@dataclass(frozen=True)
+class ChannelMap:
+    """Positions of a group's channels along one axis of a member (see the module docstring)."""
+
+    offset: int = 0
+    total: int = 0  # channels along the axis over all groups; 0 means the group's own width
+    inner: int = 1
+    outer: int = 1
+
+    def size(self, width: int) -> int:
+        """Length of the member's axis."""
+        return self.outer * (self.total or width) * self.inner
+
+    def positions(self, channels: Tensor, width: int) -> Tensor:
+        """Positions (1-D long tensor) of ``channels`` (1-D long tensor of channel indices)."""
+        total = self.total or width
+        c = channels.to(torch.long).view(1, -1, 1)
+        dev = c.device
+        outer = torch.arange(self.outer, device=dev).view(-1, 1, 1) * (total * self.inner)
+        inner = torch.arange(self.inner, device=dev).view(1, 1, -1)
+        return (outer + (self.offset + c) * self.inner + inner).reshape(-1)
+
+    @property
+    def is_plain(self) -> bool:
+        return self.offset == 0 and self.total == 0 and self.inner == 1 and self.outer == 1
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "offset": self.offset,
+            "total": self.total,
+            "inner": self.inner,
+            "outer": self.outer,
+        }
+
+
+PLAIN = ChannelMap()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module (or tensor) a group's channels touch, and how."""
+
+    name: str  # module name; for kind "tensor" the parameter/buffer name
+    role: str  # producer | carrier | consumer
+    kind: (
+        str  # layer (any Conv/Linear) | conv | conv_transpose | linear | depthwise | norm | tensor
+    )
+    map: ChannelMap = PLAIN
+    axis: int = 0  # kind "tensor": the axis holding the channels
+    segments: int = 1  # a grouped conv's groups on this side (1: plain)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"member {self.name!r}: unknown role {self.role!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"member {self.name!r}: unknown kind {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "role": self.role, "kind": self.kind}
+        if not self.map.is_plain:
+            out["map"] = self.map.to_dict()
+        if self.kind == "tensor":
+            out["axis"] = self.axis
+        if self.segments > 1:
+            out["segments"] = self.segments
+        return out
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels that are pruned together, with everything that must shrink with them.
+
+    ``producers``/``consumers`` name the Conv/Linear modules (the short form the controller's
+    scores and the channel plan use); ``members`` holds every producer, carrier and consumer with
+    its ``ChannelMap``. A group built from names only (``members`` empty) gets plain members:
+    producer rows, consumer columns, no carriers.
+    """
+
+    name: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    width: int
+    kind: str = "block"  # "block" (inside a block) or "stream" (a residual stream)
+    members: tuple[Member, ...] = ()
+    segments: int = 1  # equal channel counts in each of this many slices (grouped convs)
+
+    def __post_init__(self) -> None:
+        if not self.producers:
+            raise ValueError(f"channel group {self.name!r} has no producer")
+        if self.kind not in ("block", "stream"):
+            raise ValueError(f"channel group {self.name!r}: unknown kind {self.kind!r}")
+        if self.segments < 1 or self.width % self.segments:
+            raise ValueError(
+                f"channel group {self.name!r}: {self.segments} segments do not divide {self.width}"
+            )
+        if not self.members:
+            plain = tuple(Member(n, "producer", "layer") for n in self.producers) + tuple(
+                Member(n, "consumer", "layer") for n in self.consumers
+            )
+            object.__setattr__(self, "members", plain)
+        names = {r: tuple(m.name for m in self.members if m.role == r) for r in ROLES}
+        if names["producer"] != tuple(self.producers) or set(names["consumer"]) != set(
+            self.consumers
+        ):
+            raise ValueError(f"channel group {self.name!r}: members disagree with the names")
+
+    def role(self, role: str) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.role == role)
+
+    @property
+    def carriers(self) -> tuple[Member, ...]:
+        return self.role("carrier")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "width": self.width,
+            "segments": self.segments,
+            "producers": list(self.producers),
+            "carriers": [m.name for m in self.carriers],
+            "consumers": list(self.consumers),
+            "members": [m.to_dict() for m in self.members],
+        }
+
+
+@dataclass(frozen=True)
+class ModelGroups:
+    """What the channel analysis found in one model.
+
+    ``groups`` are the prunable groups (with ``prune_skip`` the residual streams among them);
+    ``excluded`` maps every other Conv/Linear layer to why its output channels stay whole.
+    """
+
+    groups: tuple[ChannelGroup, ...]
+    excluded: dict[str, str] = field(default_factory=dict)
+    prune_skip: bool = False
+    input_shape: tuple[int, ...] = ()
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> ChannelGroup:
+        return self.groups[i]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prune_skip": self.prune_skip,
+            "input_shape": list(self.input_shape),
+            "groups": [g.to_dict() for g in self.groups],
+            "excluded": dict(self.excluded),
+        }
+
+
+def lcm(values) -> int:
+    out = 1
+    for v in values:
+        out = out * int(v) // math.gcd(out, int(v))
+    return out
