@@ -226,7 +226,7 @@ def test_without_reestimation_the_cut_is_evaluated_as_it_is(runs, tmp_path: Path
         assert ("not re-estimated" in table) == (n == "0")
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)
-    groups = model.channel_groups()
+    groups = list(checkpoint_groups(ckpt, model=model))
     recipe = load_recipe(runs["unstructured"] / "recipe.yaml")
     cut = Selector(model, groups, beta=0.0, round_to=1, seed=recipe.seed).cut("umm", 0.3)
     val = build_data(recipe.data, recipe.seed).val
