@@ -16,15 +16,28 @@ run explorations between the channel events as well.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import own_models
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 from torch import nn
 
+from chase_deploy.cli import main
+from chase_deploy.slim import slim_checkpoint
+from tests.conftest import train_run, write_recipe
 from tests.derived_groups import groups_for, registry_case
 from train.chase import Chase
+from train.checkpoint import load_checkpoint
 from train.config import ChaseConfig
+from train.metrics import read_metrics
 from train.models import create_model, list_models
 from train.shrink import REBUILD_FRACTION, Shrinker
 from train.slicing import Cut
@@ -213,3 +226,147 @@ def test_cut_restore_is_the_exact_inverse_of_apply() -> None:
     back = grouped.restore(small, w.shape)
     assert torch.equal(grouped.apply(back), small)
     assert int((back != 0).sum()) == small.numel()
+
+
+# ------------------------------------------------------------------------------ the trainer
+
+
+def _epoch_rows(out) -> list[dict]:
+    return [e for e in read_metrics(out / "metrics.jsonl") if e["event"] != "shrink"]
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> None:
+    """Equal metrics lines; float32 training: losses within float tolerance."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            if key in ("seconds",):
+                continue
+            if key == "train_loss":
+                assert x[key] == pytest.approx(y[key], rel=1e-5), x
+            else:
+                assert x[key] == y[key], (key, x)
+
+
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny recipe trained masked and shrunk (same seed), both slimmed."""
+    root = tmp_path_factory.mktemp("twins")
+    runs = {
+        "masked": train_run(root, "masked"),
+        "shrunk": train_run(root, "shrunk", chase={"shrink": True}),
+    }
+    for out in runs.values():
+        slim_checkpoint(out / "final.pt", out / "slim")
+    return runs
+
+
+def test_trainer_shrinks_and_writes_what_the_masked_twin_writes(twin_runs: dict) -> None:
+    masked, shrunk = twin_runs["masked"], twin_runs["shrunk"]
+    shrinks = [e for e in read_metrics(shrunk / "metrics.jsonl") if e["event"] == "shrink"]
+    assert len(shrinks) >= 2
+    assert shrinks[-1]["channels"] < shrinks[0]["channels"] < shrinks[0]["channels_total"]
+    assert shrinks[-1]["params"] < shrinks[0]["params"]
+    assert not [e for e in read_metrics(masked / "metrics.jsonl") if e["event"] == "shrink"]
+    _same_rows(_epoch_rows(masked), _epoch_rows(shrunk))
+    a, b = load_checkpoint(masked / "final.pt"), load_checkpoint(shrunk / "final.pt")
+    assert a["channel_plan"] == b["channel_plan"] and a["channel_plan"]["layers"]
+    assert (masked / "channel_plan.json").read_text() == (shrunk / "channel_plan.json").read_text()
+    assert a["masks"].keys() == b["masks"].keys()
+    for key in a["masks"]:
+        assert torch.equal(a["masks"][key], b["masks"][key]), key
+    # Dense shapes (the contract): every tensor has the masked twin's shape.
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert b["state_dict"][key].shape == value.shape, key
+    for key in a["masks"]:  # masked weights: zero where removed in both, close elsewhere
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=1e-4, atol=1e-5)
+    last = load_checkpoint(shrunk / "checkpoints" / "last.pt")
+    built = last["shrink"]["built"]
+    plan = b["channel_plan"]["layers"]
+    assert sum(int(v.sum()) for v in built.values()) == shrinks[-1]["channels"]
+    for group, keep in built.items():
+        assert keep.dtype == torch.bool
+        if group in plan:
+            assert keep.nonzero().flatten().tolist() == plan[group]["kept"]
+
+
+def test_slim_of_a_shrunk_run_is_lossless_and_equals_the_masked_twins(twin_runs: dict) -> None:
+    import onnxruntime as ort
+
+    reports = {
+        k: json.loads((v / "slim" / "slim_report.json").read_text()) for k, v in twin_runs.items()
+    }
+    assert reports["masked"]["lossless"] and reports["shrunk"]["lossless"]
+    assert [(r["name"], r["out_after"]) for r in reports["shrunk"]["layers"]] == [
+        (r["name"], r["out_after"]) for r in reports["masked"]["layers"]
+    ]
+    assert reports["shrunk"]["params"] == reports["masked"]["params"]
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
+    outs = {}
+    for name, out in twin_runs.items():
+        session = ort.InferenceSession(
+            str(out / "slim" / "slim.onnx"), providers=["CPUExecutionProvider"]
+        )
+        outs[name] = session.run(None, {session.get_inputs()[0].name: x})[0]
+    torch.testing.assert_close(
+        torch.from_numpy(outs["shrunk"]), torch.from_numpy(outs["masked"]), rtol=1e-3, atol=1e-4
+    )
+    # inspect reads the shrunk run's checkpoint like any other
+    result = CliRunner().invoke(main, ["inspect", str(twin_runs["shrunk"] / "final.pt"), "--json"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_shrunk_run_resumed_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        train={"epochs": 4},
+        chase={"explore_until": 3, "shrink": True},
+        data={"num_train": 384},
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(recipe, ref), check=True, env=env, capture_output=True)
+    steps_per_epoch = 384 // 32
+    kill_at = 2 * steps_per_epoch + 5  # mid epoch 3: shrunk already, more events to come
+    out = tmp_path / "killed"
+    killed = subprocess.run(
+        _train_cmd(recipe, out),
+        env={**env, "CHASE_DEPLOY_DEBUG_SIGKILL_AT": f"0:{kill_at}"},
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    last = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert last["progress"] == {"epoch": 2, "step": 2 * steps_per_epoch}
+    shrinks = [e for e in read_metrics(ref / "metrics.jsonl") if e["event"] == "shrink"]
+    assert [e for e in shrinks if e["step"] <= 2 * steps_per_epoch]  # saved while shrunk
+    assert [e for e in shrinks if e["step"] > 2 * steps_per_epoch]  # and shrinks again after
+    built = last["shrink"]["built"]
+    assert sum(int(v.sum()) for v in built.values()) < sum(v.numel() for v in built.values())
+
+    subprocess.run(
+        _train_cmd(recipe, out, "--resume", "auto"), check=True, env=env, capture_output=True
+    )
+    a, b = load_checkpoint(ref / "final.pt"), load_checkpoint(out / "final.pt")
+    assert a["progress"] == b["progress"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for key in a["masks"]:
+        assert torch.equal(a["masks"][key], b["masks"][key]), key
+    assert a["channel_plan"] == b["channel_plan"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(ref / "metrics.jsonl")) == strip(read_metrics(out / "metrics.jsonl"))
+
+
+def _train_cmd(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "chase_deploy", "train", str(recipe), "--out", str(out), "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_shrink_needs_channel_pruning(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "r.yaml", chase={"shrink": True, "channel_sparsity": 0.0})
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "chase.shrink: needs chase.channel_sparsity > 0" in result.output
+    assert not (tmp_path / "o").exists()

@@ -156,6 +156,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.metrics = MetricsLog(paths.metrics, enabled=self.main)
+        self.shrink_steps: list[int] = []  # steps at which this process rebuilt its model
         self.epoch = 0  # epochs finished
         self.step = 0  # optimizer steps taken
         self.val_acc: float | None = None  # of the last finished epoch
@@ -202,6 +203,7 @@ class Trainer:
         if not self.shrinker.due(alive, last) or not self.shrinker.rebuild(alive):
             return
         self._after_rebuild()
+        self.shrink_steps.append(self.step)
         self.metrics.write(
             {
                 "event": "shrink",
@@ -397,7 +399,12 @@ class Trainer:
             state.update({k: v.detach().cpu() for k, v in self._dense_state().items()})
             torch_save(
                 Path(where) / f"rank{self.dist.rank}.pt",
-                {"rank": self.dist.rank, "world": self.dist.world, "state": state},
+                {
+                    "rank": self.dist.rank,
+                    "world": self.dist.world,
+                    "state": state,
+                    "shrink_steps": list(self.shrink_steps),
+                },
             )
 
     # ------------------------------------------------------------------ state
