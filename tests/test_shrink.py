@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -370,3 +371,38 @@ def test_shrink_needs_channel_pruning(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "chase.shrink: needs chase.channel_sparsity > 0" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_report_plots_the_epoch_times_beside_the_masked_twin(
+    twin_runs: dict, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(twin_runs["shrunk"], out)
+    recipe = twin_runs["shrunk"].parent / "shrunk.yaml"
+    done = {  # every stage recorded as done: `run` only writes the report
+        "train": str(out / "final.pt"),
+        "slim": json.loads((out / "slim" / "slim_report.json").read_text()),
+        "build": {},
+        "bench": {},
+        "accuracy": {"dense": 0.5, "slim": 0.5},
+    }
+    (out / "stages.json").write_text(json.dumps(done))
+    args = ["run", str(recipe), "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--twin", str(twin_runs["masked"])])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "## Epoch time" in report and "![epoch time](epoch_time.png)" in report
+    assert "rebuilt physically smaller" in report and "twin" in report and "ratio" in report
+    assert (out / "epoch_time.png").read_bytes().startswith(b"\x89PNG")
+    # without a twin the report says how to get one
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "No masked twin given" in (out / "report.md").read_text()
+    # a twin of another recipe is refused before any work
+    other = tmp_path / "other"
+    shutil.copytree(twin_runs["masked"], other)
+    text = (other / "recipe.yaml").read_text().replace("density: 0.3", "density: 0.4")
+    (other / "recipe.yaml").write_text(text)
+    result = CliRunner().invoke(main, [*args, "--twin", str(other)])
+    assert result.exit_code == 2
+    assert "differs from this one at chase.density" in result.output
