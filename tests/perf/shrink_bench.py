@@ -1,15 +1,20 @@
 """Shrunk against masked Chase training (``chase.shrink``): epoch time and memory (CPU, opt-in).
 
-    python tests/perf/shrink_bench.py [--models resnet50_cifar,vgg19] [--batch 16]
-        [--steps-per-epoch 4] [--epochs 6] [--prune-epochs 3] [--threads 2] [--json OUT.json]
+    python tests/perf/shrink_bench.py [--models resnet50_cifar,vgg19] [--batch 32]
+        [--steps-per-epoch 6] [--epochs 8] [--prune-epochs 4] [--threads 1] [--json OUT.json]
 
 Per model, two child processes train the same recipe from the same seed on CIFAR-shaped synthetic
 data (3x32x32, 10 classes) with the real trainer: one masked (``chase.shrink: false``), one
 shrunk. Density 0.1, S_c 0.5 (β 0.5 for ResNet-50, 0.2 for VGG-19, as the paper), channel pruning
-over the first ``--prune-epochs`` epochs (channel events every 2 steps, an exploration every
-epoch), then training on to ``--epochs``. The children take turns epoch by epoch (the order
-alternates), so machine drift hits both alike; an epoch is timed as the trainer times it (train
-steps + validation). Reported:
+over the first ``--prune-epochs`` epochs (a channel event every 2 steps), then training on to
+``--epochs``. The children take turns epoch by epoch (the order alternates), so machine drift hits
+both alike; an epoch is timed as the trainer times it (train steps + validation).
+
+Parameter explorations are left out by default (``--explore-every 0``): one costs the same in
+both arms (the controller explores in the original shapes) and the paper runs one every 1000
+steps, so a few-step epoch holding one would mostly time the exploration. One thread per process
+by default: on a machine shared with other jobs, two OpenMP threads wait for each other at every
+op and the times stop depending on the work. Reported:
 
 - post-pruning epoch time: the epochs after channel pruning ended, shrunk over masked (the goal
   in DESIGN.md is ≤ 0.75);
@@ -55,11 +60,12 @@ def main() -> None:
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet50_cifar,vgg19")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps-per-epoch", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--prune-epochs", type=int, default=3, help="chase.explore_until")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps-per-epoch", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--prune-epochs", type=int, default=4, help="chase.explore_until")
+    p.add_argument("--explore-every", type=int, default=0, help="ΔT_p in steps; 0: none")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="keep the two run directories here")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -86,7 +92,7 @@ def _recipe(name: str, args: argparse.Namespace, shrink: bool) -> dict:
             "density": 0.1,
             "channel_sparsity": 0.5,
             "beta": BETA.get(name, 0.5),
-            "update_every": args.steps_per_epoch,
+            "update_every": args.explore_every or 10**9,
             "channel_every": 2,
             "explore_until": args.prune_epochs,
             "shrink": shrink,
@@ -105,7 +111,14 @@ def _compare(name: str, args: argparse.Namespace) -> dict:
     for arm in ("masked", "shrunk"):
         cmd = [sys.executable, __file__, "--child", arm, "--model", name]
         cmd += ["--out", str(root / f"{name}_{arm}")]
-        for key in ("batch", "steps_per_epoch", "epochs", "prune_epochs", "threads"):
+        for key in (
+            "batch",
+            "steps_per_epoch",
+            "epochs",
+            "prune_epochs",
+            "explore_every",
+            "threads",
+        ):
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
         arms[arm] = subprocess.Popen(
