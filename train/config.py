@@ -45,6 +45,8 @@ def _f(
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "fashion_mnist", "mnist")
 CRITERIA = ("umm", "ws", "mmm", "random", "umm_reverse", "ws_reverse", "mmm_reverse")
+# One-shot criteria for `ablate`: the controller's plus Network Slimming's BatchNorm |gamma|.
+ABLATE_CRITERIA = (*CRITERIA, "slimming", "slimming_reverse")
 ABLATE_BN_BATCHES = 100  # training batches that re-estimate BatchNorm after a one-shot cut
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # of TensorRT engines (recipe and `build --precision`)
