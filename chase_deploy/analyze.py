@@ -3,8 +3,9 @@
 Everything comes from the run directory alone (``metrics.jsonl``, ``final.pt``, ``recipe.yaml``),
 so a run can be analysed long after training, on any machine:
 
-- ``amenable.png``: fraction of sparse-amenable channels per layer over training, by UMM and by WS,
-  at each logged threshold v (the paper's Figure 2; the definition is ``train.amenable``'s);
+- ``amenable.png``: fraction of sparse-amenable channels per layer over training, by UMM, by WS and
+  by either, at each logged ratio v: each channel against its own value at mask initialization
+  (the paper's Figure 2; the definition is ``train.amenable``'s);
 - ``widths.png``: kept channels of every prunable layer (the paper's Table 15 as a bar chart);
 - ``density.png``: parameter density of every masked layer in ``final.pt``;
 - ``schedules.png``: density and channel sparsity over optimizer steps, with every exploration and
@@ -176,8 +177,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+AMENABLE_ROWS = (("umm", "UMM"), ("ws", "WS"), ("either", "UMM or WS"))
+
+
+def _amenable_rows(event: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(key, label) for key, label in AMENABLE_ROWS if key in event]
+
+
 def plot_amenable(events: list[dict[str, Any]]) -> bytes:
-    """2 rows (UMM, WS) x one column per threshold: a thin line per layer, the pooled total bold."""
+    """A row per score (UMM, WS, either) x a column per ratio v: a thin line per layer, the pooled
+    total bold."""
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
@@ -185,15 +194,16 @@ def plot_amenable(events: list[dict[str, Any]]) -> bytes:
     layers = list(events[-1]["umm"])
     epochs = [e["epoch"] for e in events]
     cmap = colormaps["viridis"]
-    fig = _figure(3.2 * len(thresholds) + 1.5, 6)
-    axes = fig.subplots(2, len(thresholds), sharex=True, sharey=True, squeeze=False)
+    rows = _amenable_rows(events[-1])
+    fig = _figure(3.2 * len(thresholds) + 1.5, 3 * len(rows))
+    axes = fig.subplots(len(rows), len(thresholds), sharex=True, sharey=True, squeeze=False)
     # Zoom to the data (shared by all panels, so they still compare), at least 0..0.1.
     peak = max(
-        (max(fracs) for e in events for key in ("umm", "ws") for fracs in e[key].values() if fracs),
+        (max(fracs) for e in events for key, _ in rows for fracs in e[key].values() if fracs),
         default=0.0,
     )
     top = min(1.02, max(0.1, 1.15 * peak))
-    for row, (key, label) in enumerate((("umm", "UMM"), ("ws", "WS"))):
+    for row, (key, label) in enumerate(rows):
         for col, v in enumerate(thresholds):
             ax = axes[row][col]
             for i, layer in enumerate(layers):
@@ -206,13 +216,14 @@ def plot_amenable(events: list[dict[str, Any]]) -> bytes:
             ax.set_ylim(-0.01 * top, top)
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if row == 1:
+            if row == len(rows) - 1:
                 ax.set_xlabel("epoch")
             if col == 0:
                 ax.set_ylabel("amenable fraction")
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.suptitle(
-        "Sparse-amenable channels per layer (thin: layers, shallow to deep = dark to light)",
+        "Sparse-amenable channels: WS rose / UMM fell by more than v relative to the channel's own "
+        "value at initialization\n(thin: layers, shallow to deep = dark to light; bold: all layers)",
         fontsize=11,
     )
     return _png(fig)
@@ -379,13 +390,16 @@ def _amenable_table(events: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Sparse-amenable channels, all layers pooled",
         "",
+        "Amenable at v: WS rose by more than v, or UMM fell by more than v, relative to the "
+        "channel's own value at mask initialization.",
+        "",
         f"| score | epoch | {head} |",
         "|---|---:|" + "---:|" * len(last["thresholds"]),
     ]
-    for key in ("umm", "ws"):
+    for key, label in _amenable_rows(last):
         for e in (first, last):
             values = " | ".join(f"{x:.1%}" for x in e[f"{key}_total"])
-            lines.append(f"| {key.upper()} | {e['epoch']} | {values} |")
+            lines.append(f"| {label} | {e['epoch']} | {values} |")
     return [*lines, ""]
 
 
