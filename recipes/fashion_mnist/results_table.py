@@ -5,8 +5,9 @@
 Tables: (1) top-1 of every recipe as mean ± sample std over its seeds (the last epoch's
 validation accuracy on the 10 k test images), with the measured channel sparsity and seconds per
 epoch; (2) the Figure 1 sweep: per S_c with and without prune_skip, top-1, parameters and FLOPs
-of ``slim.onnx`` (``--round-to 8``) and its ONNX Runtime CPU throughput from ``bench_fig1.json``;
-(3) where the criterion study's source runs are. Runs that have not finished are left out.
+of ``slim/slim.onnx`` (``--round-to 8``) and of ``slim16/slim.onnx`` (``--round-to 16``), with their
+ONNX Runtime CPU throughput from the one interleaved benchmark ``fig1_bench.json``; (3) where the
+criterion study's source runs are. Unfinished runs are left out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROWS = (
 )
 SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6)
 SOURCE = "chase_unstructured_d03"
+BENCH = "fig1_bench.json"
 
 
 def epochs(run: Path) -> list[dict]:
@@ -55,7 +57,7 @@ def sweep_run(runs: Path, sc: float, skip: bool) -> Path:
 
 def throughput(runs: Path) -> dict[tuple[str, int], dict]:
     """(model path relative to RUNS, batch) → bench result."""
-    path = runs / "bench_fig1.json"
+    path = runs / BENCH
     if not path.is_file():
         return {}
     out = {}
@@ -92,13 +94,13 @@ def main_table(runs: Path) -> tuple[list[str], dict[str, tuple[float, float, int
     return lines, summary
 
 
-def sweep_table(runs: Path) -> tuple[list[str], list[dict]]:
+def sweep_table(runs: Path, slim: str) -> tuple[list[str], list[dict]]:
     bench = throughput(runs)
     batches = sorted({b for _, b in bench})
     dense_key = "dense/seed0/slim/dense.onnx"
-    head = " | ".join(f"items/s b{b} (speedup)" for b in batches)
+    head = "".join(f" items/s b{b} (speedup) |" for b in batches)
     lines = [
-        f"| S_c | prune skip | top-1 % | S_c measured | params | MFLOPs (non-zero) | {head} |",
+        f"| S_c | prune skip | top-1 % | S_c measured | params | MFLOPs (non-zero) |{head}",
         "|---:|---|---:|---:|---:|---:|" + "---:|" * len(batches),
     ]
     dense_row = ["full width (every unstructured run)", "", "", "", "", ""]
@@ -122,12 +124,12 @@ def sweep_table(runs: Path) -> tuple[list[str], list[dict]]:
             measured = epochs(run)[-1]["channel_sparsity"]
             point = {"sc": sc, "skip": skip, "acc": acc, "throughput": {}}
             params = flops = "n/a"
-            report = run / "slim" / "slim_report.json"
+            report = run / slim / "slim_report.json"
             if report.is_file():
                 r = json.loads(report.read_text())
                 params = f"{r['params']['slim']:,}"
                 flops = f"{r['flops']['slim'] / 1e6:.2f} ({r['flops']['sparse'] / 1e6:.2f})"
-            key = str((run / "slim" / "slim.onnx").relative_to(runs))
+            key = str((run / slim / "slim.onnx").relative_to(runs))
             cells = []
             for b in batches:
                 res = bench.get((key, b))
@@ -139,31 +141,38 @@ def sweep_table(runs: Path) -> tuple[list[str], list[dict]]:
             points.append(point)
             lines.append(
                 f"| {sc} | {'yes' if skip else 'no'} | {acc:.2f} | {measured:.2f} | {params} | "
-                f"{flops} | {' | '.join(cells)} |"
+                f"{flops} |" + "".join(f" {c} |" for c in cells)
             )
     dense_tp = {b: bench[(dense_key, b)]["throughput"] for b in batches if (dense_key, b) in bench}
     points.append({"dense_throughput": dense_tp})
     return lines, points
 
 
-def plot(points: list[dict], summary: dict, out: Path, batch: int) -> None:
+def plot(series: dict[int, list[dict]], summary: dict, out: Path, batch: int) -> None:
+    """Chase and Chase (prune skip) per rounding (solid: --round-to 8, dashed: 16); the
+    unstructured rows at the full-width network's throughput (from the --round-to 8 benchmark)."""
     from matplotlib.figure import Figure
 
-    dense_tp = points[-1]["dense_throughput"].get(batch)
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    dense_tp = series[8][-1]["dense_throughput"].get(batch)
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
-    for skip, color, label in (
-        (False, "tab:blue", "Chase"),
-        (True, "tab:red", "Chase (prune skip)"),
-    ):
+    lines = [
+        (rnd, skip, color, style)
+        for rnd, style in ((8, "o-"), (16, "o--"))
+        if rnd in series
+        for skip, color in ((False, "tab:blue"), (True, "tab:red"))
+    ]
+    for rnd, skip, color, style in lines:
         pts = sorted(
-            (p for p in points[:-1] if p["skip"] == skip and batch in p["throughput"]),
+            (p for p in series[rnd][:-1] if p["skip"] == skip and batch in p["throughput"]),
             key=lambda p: p["sc"],
         )
         if not pts:
             continue
         xs = [p["throughput"][batch] for p in pts]
-        ax.plot(xs, [p["acc"] for p in pts], "o-", color=color, label=label)
+        label = f"Chase{' (prune skip)' if skip else ''}, --round-to {rnd}"
+        alpha = 1.0 if rnd == 8 else 0.55
+        ax.plot(xs, [p["acc"] for p in pts], style, color=color, label=label, alpha=alpha)
         for p, x in zip(pts, xs, strict=True):
             ax.annotate(f"{p['sc']:g}", (x, p["acc"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8, color=color)  # fmt: skip
@@ -183,7 +192,7 @@ def plot(points: list[dict], summary: dict, out: Path, batch: int) -> None:
     )
     ax.set_title(
         "Fashion-MNIST, resnet_quick width 8, 90 % sparsity\n"
-        "Chase: seed 0, labelled with S_c, slim.onnx --round-to 8; others at full width",
+        "Chase: seed 0, points labelled with S_c; the others deploy at full width",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
@@ -201,9 +210,13 @@ def main() -> None:
     table, summary = main_table(runs)
     print("## Top-1 over seeds\n")
     print("\n".join(table))
-    sweep, points = sweep_table(runs)
-    print("\n## Figure 1 sweep (seed 0)\n")
-    print("\n".join(sweep))
+    series = {}
+    for rnd, slim in ((8, "slim"), (16, "slim16")):
+        if rnd == 16 and not any(runs.glob(f"*/*/{slim}/slim.onnx")):
+            continue
+        sweep, series[rnd] = sweep_table(runs, slim)
+        print(f"\n## Figure 1 sweep (seed 0), `--round-to {rnd}`\n")
+        print("\n".join(sweep))
     sources = seeds(runs, SOURCE)
     print(f"\n## Criterion-study source runs (`{SOURCE}`)\n")
     for p in sources:
@@ -211,7 +224,7 @@ def main() -> None:
     if not sources:
         print("- none finished yet")
     if args.plot:
-        plot(points, summary, args.plot, args.plot_batch)
+        plot(series, summary, args.plot, args.plot_batch)
 
 
 if __name__ == "__main__":
