@@ -42,13 +42,13 @@ from chase_deploy.plots import plot_ablation
 from train import channels
 from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
-from train.config import ABLATE_BN_BATCHES, CRITERIA
+from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
 from train.errors import BadInput
 from train.groups import ChannelGroup
 from train.plan import plan_from_groups
 from train.slicing import zero_removed
 
-DEFAULT_CRITERIA = CRITERIA
+DEFAULT_CRITERIA = ABLATE_CRITERIA
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.5)
 DEFAULT_BN_BATCHES = ABLATE_BN_BATCHES
 EVAL_CHUNK = 128
@@ -124,7 +124,8 @@ class Selector:
         self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
         self.stats = channels.GroupStats.of(
-            [[channels.output_rows(modules[p]) for p in g.producers] for g in self.groups]
+            [[channels.output_rows(modules[p]) for p in g.producers] for g in self.groups],
+            [channels.norm_scales(modules, g) for g in self.groups],
         )
         self.total = sum(g.width for g in self.groups)
 

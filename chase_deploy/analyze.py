@@ -3,8 +3,9 @@
 Everything comes from the run directory alone (``metrics.jsonl``, ``final.pt``, ``recipe.yaml``),
 so a run can be analysed long after training, on any machine:
 
-- ``amenable.png``: fraction of sparse-amenable channels per layer over training, by UMM and by WS,
-  at each logged threshold v (the paper's Figure 2; the definition is ``train.amenable``'s);
+- ``amenable.png``: fraction of sparse-amenable channels per layer over training, by UMM, by WS and
+  by either, at each logged ratio v: each channel against its own value at mask initialization
+  (the paper's Figure 2; the definition is ``train.amenable``'s);
 - ``widths.png``: kept channels of every prunable layer (the paper's Table 15 as a bar chart);
 - ``density.png``: parameter density of every masked layer in ``final.pt``;
 - ``schedules.png``: density and channel sparsity over optimizer steps, with every exploration and
@@ -237,13 +238,16 @@ def _amenable_table(events: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Sparse-amenable channels, all layers pooled",
         "",
+        "Amenable at v: WS rose by more than v, or UMM fell by more than v, relative to the "
+        "channel's own value at mask initialization.",
+        "",
         f"| score | epoch | {head} |",
         "|---|---:|" + "---:|" * len(last["thresholds"]),
     ]
-    for key in ("umm", "ws"):
+    for key, label in plots.amenable_rows(last):
         for e in (first, last):
             values = " | ".join(f"{x:.1%}" for x in e[f"{key}_total"])
-            lines.append(f"| {key.upper()} | {e['epoch']} | {values} |")
+            lines.append(f"| {label} | {e['epoch']} | {values} |")
     return [*lines, ""]
 
 

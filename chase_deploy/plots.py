@@ -138,8 +138,17 @@ def plot_schedules(
     return png(fig)
 
 
+AMENABLE_ROWS = (("umm", "UMM"), ("ws", "WS"), ("either", "UMM or WS"))
+
+
+def amenable_rows(event: dict[str, Any]) -> list[tuple[str, str]]:
+    """The scores an ``amenable`` metrics event holds, with their labels."""
+    return [(key, label) for key, label in AMENABLE_ROWS if key in event]
+
+
 def plot_amenable(events: Sequence[dict[str, Any]]) -> bytes:
-    """2 rows (UMM, WS) x one column per threshold: a thin line per layer, the pooled total bold."""
+    """A row per score (UMM, WS, either) x a column per ratio v: a thin line per layer, the pooled
+    total bold."""
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
@@ -147,15 +156,16 @@ def plot_amenable(events: Sequence[dict[str, Any]]) -> bytes:
     layers = list(events[-1]["umm"])
     epochs = [e["epoch"] for e in events]
     cmap = colormaps["viridis"]
-    fig = figure(3.2 * len(thresholds) + 1.5, 6)
-    axes = fig.subplots(2, len(thresholds), sharex=True, sharey=True, squeeze=False)
+    rows = amenable_rows(events[-1])
+    fig = figure(3.2 * len(thresholds) + 1.5, 3 * len(rows))
+    axes = fig.subplots(len(rows), len(thresholds), sharex=True, sharey=True, squeeze=False)
     # Zoom to the data (shared by all panels, so they still compare), at least 0..0.1.
     peak = max(
-        (max(fracs) for e in events for key in ("umm", "ws") for fracs in e[key].values() if fracs),
+        (max(fracs) for e in events for key, _ in rows for fracs in e[key].values() if fracs),
         default=0.0,
     )
     top = min(1.02, max(0.1, 1.15 * peak))
-    for row, (key, label) in enumerate((("umm", "UMM"), ("ws", "WS"))):
+    for row, (key, label) in enumerate(rows):
         for col, v in enumerate(thresholds):
             ax = axes[row][col]
             for i, layer in enumerate(layers):
@@ -168,13 +178,14 @@ def plot_amenable(events: Sequence[dict[str, Any]]) -> bytes:
             ax.set_ylim(-0.01 * top, top)
             ax.grid(alpha=GRID_ALPHA)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if row == 1:
+            if row == len(rows) - 1:
                 ax.set_xlabel("epoch")
             if col == 0:
                 ax.set_ylabel("amenable fraction")
     axes[0][0].legend(loc="upper left", fontsize=LEGEND_SIZE)
     fig.suptitle(
-        "Sparse-amenable channels per layer (thin: layers, shallow to deep = dark to light)",
+        "Sparse-amenable channels: WS rose / UMM fell by more than v relative to the channel's own "
+        "value at initialization\n(thin: layers, shallow to deep = dark to light; bold: all layers)",
         fontsize=11,
     )
     return png(fig)

@@ -2,8 +2,9 @@
 slim_report.json, and ONNX + plan -> slim ONNX. Files are written only once every model has been
 verified, each one atomically, so a failure leaves nothing behind.
 
-``slim.pt2`` comes from ``torch_export.physically_slim``, the hook for the PyTorch slicer; until
-that is wired in, the report says why it is missing and the rest is written as before.
+``slim.pt2`` comes from ``torch_export.physically_slim`` (the graph's channel groups, cut by
+``train.slicing``); where the PyTorch slicer cannot cut a layer the ONNX surgery removed, the
+report says why it is missing and the rest is written as before.
 """
 
 from __future__ import annotations

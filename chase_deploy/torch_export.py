@@ -65,18 +65,35 @@ class Pt2Program:
         }
 
 
-def physically_slim(model: nn.Module, plan: ChannelPlan) -> nn.Module:
-    """HOOK: ``model`` with the output channels ``plan`` prunes physically removed.
+def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[int]) -> nn.Module:
+    """``model`` (changed in place and returned) with the output channels ``plan`` prunes
+    physically removed: the one place a physically smaller PyTorch model is made for ``slim.pt2``
+    and the GPU check (``tests/gpu/prepare.py``).
 
-    This is the one place where a physically smaller PyTorch model is made: ``slim`` turns its
-    result into ``slim.pt2`` (through ``slim_program``) and the GPU check's preparation
-    (``tests/gpu/prepare.py``) benchmarks it. ``plan`` is the plan after ``--round-to``, so the
-    kept channels are the ONNX model's. The physical slicer (Conv/norm/Linear parameters sliced
-    and their attributes updated, depthwise and grouped convs handled) is ``train/slicing.py``,
-    which is not on this branch yet: wire it here when it lands, e.g.
-    ``from train.slicing import ...; return <slice>(model, plan)``.
+    The channel groups come from the model's graph (``channel_groups.analyze`` on inputs of
+    ``sample_shape`` [C, H, W]), as in training, and ``train.slicing.slice_model`` rebuilds every
+    member: producer rows and biases, norms, depthwise filters (``groups`` lowered), consumer
+    columns (grouped, flattened or concatenated ones through their channel maps). ``plan`` is the
+    plan after ``--round-to``, so the kept channels are the ONNX model's. The residual-stream
+    groups are used only when the plan prunes a stream. A pruned layer no group holds is a
+    ``ValueError`` naming it.
     """
-    raise NotImplementedError("needs train/slicing.py")
+    from chase_deploy.channel_groups import analyze
+    from train.slicing import slice_model
+
+    pruned = {key for key, entry in plan.layers.items() if entry.pruned}
+    analysis = analyze(model, sample_shape)
+    for prune_skip in (False, True):
+        groups = list(analysis.groups(prune_skip))
+        covered = {p for g in groups for p in g.producers}
+        if pruned <= covered:
+            slice_model(model, groups, plan)
+            return model
+    missing = sorted(pruned - covered)
+    raise ValueError(
+        f"plan layer {missing[0]!r} is in no channel group the PyTorch slicer can cut "
+        f"(`chase-deploy inspect` on the checkpoint lists the groups and why layers are excluded)"
+    )
 
 
 def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:
@@ -164,11 +181,11 @@ def slim_from_plan(
     masked: nn.Module, plan: ChannelPlan, input_shape: Sequence[int]
 ) -> tuple[Pt2Program | None, str]:
     """``slim.pt2`` from the masked model and its (rounded) plan through ``physically_slim``;
-    (None, why) while the slicer is not wired in."""
+    (None, why) when the PyTorch slicer cannot cut a layer the ONNX surgery removed."""
     try:
-        sliced = physically_slim(copy.deepcopy(masked), plan)
-    except NotImplementedError as e:
-        return None, f"slim.pt2 not written: physical slicing of the PyTorch model {e}"
+        sliced = physically_slim(copy.deepcopy(masked), plan, input_shape[1:])
+    except ValueError as e:
+        return None, f"slim.pt2 not written: {e}"
     return slim_program(sliced, masked, input_shape), ""
 
 

@@ -15,7 +15,7 @@ from chase_deploy.channel_groups import checkpoint_groups
 from chase_deploy.cli import main
 from tests.conftest import TINY_RECIPE, train_run
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
-from train.config import CRITERIA, load_recipe
+from train.config import ABLATE_CRITERIA, load_recipe
 from train.data import build_data
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,16 +41,16 @@ def study(runs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study")
     result = CliRunner().invoke(main, ["ablate", str(runs["unstructured"]), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.count("top-1") == len(CRITERIA) * len(SPARSITIES)
+    assert result.output.count("top-1") == len(ABLATE_CRITERIA) * len(SPARSITIES)
     return out
 
 
 def test_outputs_have_every_criterion_and_sparsity(study: Path) -> None:
     result = json.loads((study / "ablate.json").read_text())
-    assert result["criteria"] == list(CRITERIA)
+    assert result["criteria"] == list(ABLATE_CRITERIA)
     assert result["sparsities"] == list(SPARSITIES)
     cells = {(r["criterion"], r["channel_sparsity"]) for r in result["results"]}
-    assert cells == {(c, s) for c in CRITERIA for s in SPARSITIES}
+    assert cells == {(c, s) for c in ABLATE_CRITERIA for s in SPARSITIES}
     total = result["channels"]
     for r in result["results"]:
         assert r["scheduled"] == total - round(total * (1 - r["channel_sparsity"]))
@@ -62,7 +62,7 @@ def test_outputs_have_every_criterion_and_sparsity(study: Path) -> None:
     rows = [
         line for line in table.splitlines() if line.startswith("| ") and "criterion" not in line
     ]
-    assert [row.split("|")[1].strip() for row in rows] == list(CRITERIA)
+    assert [row.split("|")[1].strip() for row in rows] == list(ABLATE_CRITERIA)
     assert all(len(row.strip("|").split("|")) == 1 + len(SPARSITIES) for row in rows)
 
     png = (study / "ablate.png").read_bytes()
@@ -277,3 +277,34 @@ def test_seeds_need_a_placeholder_and_runs_must_match(runs, tmp_path: Path) -> N
     )
     assert result.exit_code == 2 and "differ in model, data or channel groups" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_slimming_removes_the_channels_with_the_smallest_norm_scale(runs) -> None:
+    """Network Slimming: the BatchNorm after each producer ranks its channels by |gamma|."""
+    from train.channels import norm_scales
+
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    model = build_model_from_checkpoint(ckpt)
+    groups = list(checkpoint_groups(ckpt, model=model))
+    modules = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(5)
+    for g in groups:  # distinct scales of both signs: |gamma| must rank, not gamma
+        for m in g.carriers:
+            if m.kind == "norm":
+                w = modules[m.name].weight
+                w.data.copy_(
+                    (torch.rand(w.shape, generator=gen) + 0.1)
+                    * torch.sign(torch.randn(w.shape, generator=gen))
+                )
+    selector = Selector(model, groups, beta=0.0, round_to=1, seed=0)
+    cut = selector.cut("slimming", 0.3)
+    reverse = selector.cut("slimming_reverse", 0.3)
+    removed, kept = [], []
+    for g, alive in zip(groups, cut.alive, strict=True):
+        gamma = norm_scales(modules, g)
+        assert gamma is not None
+        removed += gamma[~alive].tolist()
+        if alive.sum() > 1:
+            kept += gamma[alive].tolist()
+    assert len(removed) == cut.scheduled and kept and max(removed) <= min(kept)
+    assert any(not torch.equal(a, b) for a, b in zip(cut.alive, reverse.alive, strict=True))

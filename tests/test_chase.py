@@ -292,11 +292,15 @@ def test_amenable_stats() -> None:
         net.layer2[0].conv1.weight[:3] = 0  # three empty channels of 16
     stats = chase.amenable_stats()
     assert stats["thresholds"] == [0.0, 0.2, 0.3, 0.4]
-    assert set(stats["umm"]) == set(chase.layer_names)
-    assert stats["umm"]["layer2.0.conv1"][0] == pytest.approx(3 / 16)
+    assert set(stats["umm"]) == set(stats["either"]) == set(chase.layer_names)
+    # Against their own initial values: the emptied channels lost all their magnitude and the
+    # others did not change, so exactly they are amenable (by UMM at every v; by WS at v = 0).
+    assert stats["umm"]["layer2.0.conv1"] == pytest.approx([3 / 16] * 4)
     assert stats["ws"]["layer2.0.conv1"][0] == pytest.approx(3 / 16)
-    for fr in list(stats["umm"].values()) + list(stats["ws"].values()):
-        assert fr == sorted(fr) and all(0 <= f <= 1 for f in fr)
+    assert stats["either_total"][0] == pytest.approx(3 / sum(stats["n_channels"].values()))
+    for kind in ("umm", "ws", "either"):
+        for fr in stats[kind].values():
+            assert fr == sorted(fr, reverse=True) and all(0 <= f <= 1 for f in fr)
 
 
 def test_bad_recipes_are_refused() -> None:

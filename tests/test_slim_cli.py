@@ -70,7 +70,10 @@ def test_checkpoint_mode_writes_models_and_report(pruned):
     assert check["lossless"] is True and check["verified_batch_sizes"] == [1, 3, 2]
     assert check["sha256"] == report["sha256"]["dense_pt2"]
     assert hashlib.sha256((folder / "dense.pt2").read_bytes()).hexdigest() == check["sha256"]
-    assert pt2["slim"] is None and "needs train/slicing.py" in pt2["missing"]
+    assert pt2["slim"] == str(folder / "slim.pt2") and pt2["missing"] is None
+    slim_check = pt2["verification"]["slim"]
+    assert slim_check["lossless"] is True
+    assert hashlib.sha256((folder / "slim.pt2").read_bytes()).hexdigest() == slim_check["sha256"]
     rows = {r["name"]: r for r in report["layers"]}
     for key, entry in pruned["plan"]["layers"].items():
         row = rows[key]
@@ -95,9 +98,10 @@ def test_checkpoint_mode_default_exporter_and_out_dir(tmp_path):
         "dense.onnx",
         "dense.pt2",
         "slim.onnx",
+        "slim.pt2",
         "slim_report.json",
     ]
-    assert "note: slim.pt2 not written" in result.stderr  # until train/slicing.py is wired
+    assert "note: slim.pt2 not written" not in result.stderr
 
 
 def test_onnx_mode_writes_slim_model_and_report(pruned, tmp_path):

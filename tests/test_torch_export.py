@@ -3,6 +3,7 @@ verified against the masked model; the hook for the physically sliced model."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -123,7 +124,7 @@ def test_slim_program_accepts_a_physical_slice_and_refuses_a_wrong_one():
         torch_export.slim_program(wrong, masked, SHAPE)
 
 
-def test_physically_slim_is_the_one_hook_until_the_slicer_lands():
+def test_physically_slim_cuts_the_plans_channels_and_slim_pt2_matches():
     plan = parse_plan(
         {
             "format": "chase-channel-plan",
@@ -132,10 +133,29 @@ def test_physically_slim_is_the_one_hook_until_the_slicer_lands():
         }
     )
     masked = masked_net()
-    with pytest.raises(NotImplementedError, match="needs train/slicing.py"):
-        torch_export.physically_slim(masked, plan)
+    sliced = torch_export.physically_slim(copy.deepcopy(masked), plan, SHAPE[1:])
+    assert sliced.conv1.out_channels == len(KEPT) and sliced.bn1.num_features == len(KEPT)
+    assert sliced.conv2.in_channels == len(KEPT)
+    by_hand = sliced_by_hand(masked, KEPT)
+    for name, value in by_hand.state_dict().items():
+        assert torch.equal(sliced.state_dict()[name], value), name
     program, why = torch_export.slim_from_plan(masked, plan, SHAPE)
-    assert program is None and "needs train/slicing.py" in why
+    assert why == "" and program.verification.lossless
+
+
+def test_a_pruned_layer_no_group_holds_is_named_and_slim_pt2_is_skipped():
+    plan = parse_plan(
+        {
+            "format": "chase-channel-plan",
+            "version": 1,
+            "layers": {"conv2": {"out_channels": 8, "kept": KEPT}},  # read by the pooled head
+        }
+    )
+    masked = masked_net()
+    with pytest.raises(ValueError, match="plan layer 'conv2' is in no channel group"):
+        torch_export.physically_slim(copy.deepcopy(masked), plan, SHAPE[1:])
+    program, why = torch_export.slim_from_plan(masked, plan, SHAPE)
+    assert program is None and why.startswith("slim.pt2 not written: plan layer 'conv2'")
 
 
 def test_load_pt2_refuses_what_is_not_a_program(tmp_path):

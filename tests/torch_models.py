@@ -67,21 +67,6 @@ def write_pt2(path: Path, model: nn.Module, shape=(2, 3, 8, 8)) -> Path:
     return path
 
 
-def slice_bottlenecks(model: nn.Module, plan) -> nn.Module:
-    """A test stand-in for the physical slicer, for ResNet bottleneck plans only: each plan key
-    ``<block>.conv1`` / ``<block>.conv2`` loses its pruned rows, with the BN after it and the
-    next conv's columns (``train/slicing.py`` is the general one)."""
-    modules = dict(model.named_modules())
-    for key, entry in plan.layers.items():
-        block_name, conv = key.rsplit(".", 1)
-        block, kept = modules[block_name], list(entry.kept)
-        bn, consumer = {"conv1": ("bn1", "conv2"), "conv2": ("bn2", "conv3")}[conv]
-        setattr(block, conv, _conv(getattr(block, conv), rows=kept))
-        setattr(block, bn, _norm(getattr(block, bn), kept))
-        setattr(block, consumer, _conv(getattr(block, consumer), cols=kept))
-    return model.eval()
-
-
 def _conv(conv: nn.Conv2d, rows=None, cols=None) -> nn.Conv2d:
     weight = conv.weight.detach()
     weight = weight[rows] if rows is not None else weight

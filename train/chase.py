@@ -25,6 +25,16 @@ Choices beyond the paper (see CHASE.md for the algorithm):
 - ``scope: layerwise``: layer l keeps a budget b_l = its initial count (capped by the positions
   left in its alive channels, the excess shared out in proportion to the initial counts); phase A
   prunes each layer to b_l and grows the soft-memory extra in the same proportions.
+- SET and RigL are this controller with ``explore_until: 0`` (every exploration a hard-budget
+  one), ``scope: layerwise``, ``drop_fraction: 0.3`` and ``drop_until: 0.75``: phase B drops
+  ceil(q(t)·n_l) with q(t) = q0·(1 + cos(π·t/T_end))/2 and regrows as many, by |grad| (RigL) or
+  at random (``growth: random``, SET; uniform over the free positions inside alive channels, from
+  the controller's own seeded generator). From T_end = drop_until·T on, the first exploration
+  step restores the budget with q = 0 and the topology is frozen, as with ``after_stop: freeze``.
+- Channel events fire at (t + offset) mod ΔT = 0, offset ΔT_p/2 by default (the released code);
+  ``channel_offset: 0`` gives the paper's plain "every ΔT steps".
+- Each channel's UMM and WS at mask initialization are kept (and checkpointed) for the paper's
+  amenable statistic (``amenable_stats``).
 - ``chase.shrink`` (``train.shrink``): the model may be physically smaller than the network the
   controller reasons about. Masks, alive channels, budgets and every score stay in the original
   shapes and indices; after the model's tensors were replaced, ``rebind(view)`` re-reads them, and
@@ -43,18 +53,19 @@ import torch
 from torch import Tensor, nn
 
 from train import channels, exploration
-from train.amenable import amenable_fractions
+from train.amenable import amenable_fractions, channel_umm_ws
 from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
 from train.groups import ChannelGroup
 from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
-from train.schedules import Timeline, channel_target, growth_extra, hard_prune_rate
+from train.schedules import Timeline, channel_target, drop_rate, growth_extra, hard_prune_rate
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _MASK_STREAM = 1
 _CHANNEL_STREAM = 2
+_GROWTH_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,15 @@ class Chase:
         stop = explore_until if explore_until is not None else cfg.explore_until
         if stop is None:
             stop = epochs - 30 if epochs > 40 else max(1, math.ceil(0.75 * epochs))
-        self.timeline = Timeline(steps_per_epoch, epochs, stop, cfg.update_every, cfg.channel_every)
+        self.timeline = Timeline(
+            steps_per_epoch,
+            epochs,
+            stop,
+            cfg.update_every,
+            cfg.channel_every,
+            channel_offset=cfg.channel_offset,
+            drop_until=cfg.drop_until,
+        )
 
         layers = maskable_modules(model, cfg.dense_layers)
         self.layer_names = list(layers)
@@ -128,6 +147,7 @@ class Chase:
         self._row_group = self._group_rows()
         self._extra: dict[str, Tensor] = {}  # bias masks and dense layers' channel masks
         self._rng = torch.Generator().manual_seed(_stream(seed, _CHANNEL_STREAM))
+        self._grow_rng = torch.Generator().manual_seed(_stream(seed, _GROWTH_STREAM))
         self._check_feasible()
 
         self.step = 0
@@ -136,12 +156,17 @@ class Chase:
         self._pending_explore: int | None = None
         self._grad_abs: list[Tensor] | None = None
         self._remask()
+        # Every output channel's (UMM, WS) at mask initialization: the reference of the paper's
+        # amenable statistic (``train.amenable``); part of the state so a resumed run keeps it.
+        self._initial = [channel_umm_ws(p) for p in self._params]
 
     # ------------------------------------------------------------------------------------------
     # The per-step interface
 
     def before_step(self, t: int) -> None:
         """On steps where an exploration will run, keep |grad| (DDP-averaged, unscaled, unclipped)."""
+        if self.cfg.growth != "gradient":
+            return
         if self._pending_explore is None and not self._exploration_due(t):
             return
         self._grad_abs = self._dense_grad_abs()
@@ -188,12 +213,13 @@ class Chase:
         return {gr.name: w for gr, w in zip(self._groups, self._widths, strict=True)}
 
     def amenable_stats(self) -> dict:
-        """Per-layer fractions of sparse-amenable channels by UMM and WS (see ``train.amenable``)."""
+        """Per-layer fractions of sparse-amenable channels, each channel against its own UMM and
+        WS at mask initialization (the paper's Figure 2; see ``train.amenable``)."""
         rows = [
             self.alive[gi] if gi is not None and self._widths[gi] < self._groups[gi].width else None
             for gi in self._row_group
         ]
-        return amenable_fractions(self.layer_names, self._weights(), rows)
+        return amenable_fractions(self.layer_names, self._weights(), self._initial, rows)
 
     def alive_channels(self) -> dict[str, Tensor]:
         """Group name -> bool keep vector over its original channels."""
@@ -217,6 +243,11 @@ class Chase:
             "alive": {gr.name: a.clone() for gr, a in zip(self._groups, self.alive, strict=True)},
             "extra_masks": {n: m.clone() for n, m in self._extra.items()},
             "rng": self._rng.get_state(),
+            "grow_rng": self._grow_rng.get_state(),
+            "amenable_init": {
+                n: {"umm": umm.detach().clone(), "ws": ws.detach().clone()}
+                for n, (umm, ws) in zip(self.param_names, self._initial, strict=True)
+            },
             "pending_channels": self._pending_channels,
             "pending_explore": self._pending_explore,
             "frozen": self._frozen,
@@ -237,6 +268,14 @@ class Chase:
         }
         self._live_masks = None
         self._rng.set_state(state["rng"].cpu())
+        self._grow_rng.set_state(state["grow_rng"].cpu())
+        self._initial = [
+            (
+                state["amenable_init"][n]["umm"].to(self._device, torch.float64).clone(),
+                state["amenable_init"][n]["ws"].to(self._device, torch.float64).clone(),
+            )
+            for n in self.param_names
+        ]
         self.step = int(state["step"])
         self._pending_channels = state["pending_channels"]
         self._pending_explore = state["pending_explore"]
@@ -256,11 +295,17 @@ class Chase:
             )
         if state["total"] != self.total or state["budget"] != self.budget:
             raise bad(f"budget {state['budget']}/{state['total']} vs {self.budget}/{self.total}")
-        if set(state["masks"]) != set(self.param_names):
+        if set(state["masks"]) != set(self.param_names) or set(state["amenable_init"]) != set(
+            self.param_names
+        ):
             raise bad("masked layers differ")
         for name, m in zip(self.param_names, self._masks, strict=True):
             if tuple(state["masks"][name].shape) != tuple(m.shape):
                 raise bad(f"mask {name} has shape {tuple(state['masks'][name].shape)}")
+            if any(
+                tuple(state["amenable_init"][name][k].shape) != (m.shape[0],) for k in ("umm", "ws")
+            ):
+                raise bad(f"initial channel scores of {name} have the wrong length")
         if [len(state["alive"].get(gr.name, ())) for gr in self._groups] != [
             gr.width for gr in self._groups
         ]:
@@ -275,7 +320,7 @@ class Chase:
     def _exploration_due(self, t: int) -> bool:
         if self.cfg.density >= 1.0 or not self.timeline.is_exploration(t):
             return False
-        return self.timeline.in_phase_a(t) or self.cfg.after_stop == "continue" or not self._frozen
+        return self.timeline.in_phase_a(t) or not self._frozen
 
     def _exploration(self, t: int, now: int) -> dict:
         """Prune by |w| then grow by |grad| (phase A: to the soft-memory target; B: back to B)."""
@@ -291,9 +336,15 @@ class Chase:
             drop = [max(0, n - b) for n, b in zip(nnz, budgets, strict=True)]
             total_drop = max(0, sum(nnz) - self.budget)
         else:
-            # freeze: one last update back to exactly B (no extra exchange), then a fixed topology.
-            freeze = self.cfg.after_stop == "freeze"
-            q = 0.0 if freeze else hard_prune_rate(t, self.timeline.total)
+            # freeze, or past drop_until: one last update back to exactly B (no extra exchange),
+            # then a fixed topology.
+            freeze = self.cfg.after_stop == "freeze" or t >= self.timeline.drop_end
+            if freeze:
+                q = 0.0
+            elif self.cfg.drop_fraction is None:
+                q = hard_prune_rate(t, self.timeline.total)
+            else:
+                q = drop_rate(t, self.cfg.drop_fraction, self.timeline.drop_end)
             self._frozen = freeze
             target = min(self.budget, sum(caps))
             drop = [max(math.ceil(q * n), n - b) for n, b in zip(nnz, budgets, strict=True)]
@@ -308,7 +359,7 @@ class Chase:
         self._remask()  # pruned weights and their momentum are zero before anything regrows
         kept = count_active(self._masks)
 
-        grads = self._grad_abs if self._grad_abs is not None else self._current_grad_abs()
+        grads = self._growth_scores()
         allowed = self._allowed()
         if self.cfg.scope == "global":
             k = max(0, target - sum(kept))
@@ -326,7 +377,7 @@ class Chase:
         self._set_masks(grown)
         after = sum(count_active(self._masks))
         self._agree("exploration", now)
-        return {
+        event = {
             "event": "exploration",
             "step": t,
             "phase": "A" if phase_a else "B",
@@ -335,6 +386,19 @@ class Chase:
             "nnz": after,
             "budget": self.budget,
         }
+        if not phase_a:
+            event["drop_rate"] = q
+        return event
+
+    def _growth_scores(self) -> list[Tensor]:
+        """What growth ranks: |grad| (RigL, Chase), or uniform random numbers (SET) drawn from the
+        controller's own seeded generator, so every rank grows the same positions."""
+        if self.cfg.growth == "random":
+            return [
+                torch.rand(s, generator=self._grow_rng).to(p.device)
+                for s, p in zip(self._shapes, self._params, strict=True)
+            ]
+        return self._grad_abs if self._grad_abs is not None else self._current_grad_abs()
 
     def _current_grad_abs(self) -> list[Tensor]:
         # Fallback when before_step was not called: global-norm clipping scales every gradient by
@@ -548,7 +612,7 @@ class Chase:
         if self.timeline.last_channel_event() is None:
             raise BadInput(
                 f"recipe key chase.channel_every: no channel event fits before explore_until "
-                f"({self.timeline.stop} steps, events at (t + {self.cfg.channel_every // 2}) mod "
+                f"({self.timeline.stop} steps, events at (t + {self.timeline.offset}) mod "
                 f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
             )
 

@@ -44,7 +44,10 @@ def _f(
 
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "fashion_mnist", "mnist")
+GROWTH = ("gradient", "random")
 CRITERIA = ("umm", "ws", "mmm", "random", "umm_reverse", "ws_reverse", "mmm_reverse")
+# One-shot criteria for `ablate`: the controller's plus Network Slimming's BatchNorm |gamma|.
+ABLATE_CRITERIA = (*CRITERIA, "slimming", "slimming_reverse")
 ABLATE_BN_BATCHES = 100  # training batches that re-estimate BatchNorm after a one-shot cut
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # of TensorRT engines (recipe and `build --precision`)
@@ -108,13 +111,37 @@ class ChaseConfig:
     update_every: int = _f(1000, lo=1)
     growth_extra: float = _f(0.05, lo=0.0, hi=1.0)
     growth_extra_end: float = _f(0.0, lo=0.0, hi=1.0)
+    growth: str = _f(
+        "gradient", choices=GROWTH, help="regrow by largest |grad| (RigL, Chase) or at random (SET)"
+    )
     scope: str = _f("global", choices=("global", "layerwise"))
     explore_until: int | None = _f(
         None, lo=0, help="epoch tau_stop; default epochs - 30 (or 3/4 of short runs)"
     )
     after_stop: str = _f("continue", choices=("continue", "freeze"))
+    drop_fraction: float | None = _f(
+        None,
+        lo=0.0,
+        hi=1.0,
+        help="q0 of the hard-budget exchange, q(t) = q0·(1 + cos(π·t/T_end))/2 (SET/RigL: 0.3); "
+        "default: the released code's 0.005 + 0.495·(1 + cos(π·t/T))/2",
+    )
+    drop_until: float | None = _f(
+        None,
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        help="fraction of training where q(t) reaches 0 and exploring stops (SET/RigL: 0.75); "
+        "default 1 (needs drop_fraction)",
+    )
     channel_sparsity: float = _f(0.5, lo=0.0, hi=1.0, hi_open=True)
     channel_every: int = _f(1000, lo=2)
+    channel_offset: int | None = _f(
+        None,
+        lo=0,
+        help="channel events at (t + offset) mod channel_every = 0; default update_every // 2 "
+        "(the released code); 0 = every channel_every steps (the paper's wording)",
+    )
     channel_schedule: str = _f("cubic", choices=("cubic", "cosine"))
     beta: float = _f(0.5, lo=0.0, hi=1.0)
     criterion: str = _f("umm", choices=CRITERIA)
@@ -366,6 +393,8 @@ def _build_model(raw: dict) -> ModelConfig:
             _check(f"model.{key}", value, int, {"lo": 1})
         elif isinstance(default, float):
             _check(f"model.{key}", value, float, {})
+        elif isinstance(default, str):
+            _check(f"model.{key}", value, str, {})
     return ModelConfig(name=name, kwargs=raw)
 
 
@@ -381,6 +410,11 @@ def _cross_check(r: Recipe) -> None:
         )
     if r.chase.growth_extra_end > r.chase.growth_extra:
         raise BadInput("recipe key chase.growth_extra_end: must not exceed chase.growth_extra")
+    if r.chase.drop_until is not None and r.chase.drop_fraction is None:
+        raise BadInput(
+            "recipe key chase.drop_until: only with chase.drop_fraction (the default exchange rate "
+            "of the released code runs to the end of training); set chase.drop_fraction too"
+        )
     if r.train.warmup_epochs > r.train.epochs:
         raise BadInput(
             f"recipe key train.warmup_epochs: {r.train.warmup_epochs} is past train.epochs"

@@ -19,6 +19,8 @@ class Timeline:
     stop_epoch: int  # tau_stop, in epochs
     update_every: int  # ΔT_p
     channel_every: int  # ΔT
+    channel_offset: int | None = None  # events at (t + offset) mod ΔT = 0; None = ΔT_p // 2
+    drop_until: float | None = None  # fraction of training where hard-budget exchanges stop
 
     @property
     def total(self) -> int:
@@ -36,14 +38,27 @@ class Timeline:
     def in_phase_a(self, t: int) -> bool:
         return t < self.stop
 
+    @property
+    def offset(self) -> int:
+        """The channel events' offset: ΔT_p/2 (rounded down) unless the recipe sets one."""
+        return self.update_every // 2 if self.channel_offset is None else self.channel_offset
+
+    @property
+    def drop_end(self) -> int:
+        """T_end: hard-budget exchanges run at t < T_end = floor(drop_until · T) (default T)."""
+        if self.drop_until is None:
+            return self.total
+        return math.floor(self.drop_until * self.total + 1e-9)
+
     def is_channel_event(self, t: int) -> bool:
-        """(t + ΔT/2) mod ΔT = 0 and t < T_c; ΔT/2 rounds down for odd ΔT."""
-        return t < self.stop and (t + self.channel_every // 2) % self.channel_every == 0
+        """(t + offset) mod ΔT = 0 and t < T_c: half-way between explorations by default, as the
+        released code has it ((t + ΔT_p/2) mod ΔT; it hard-codes 500 with ΔT_p = 1000)."""
+        return t < self.stop and (t + self.offset) % self.channel_every == 0
 
     def last_channel_event(self) -> int | None:
         """The largest event step below T_c, or None when no event fits."""
-        half = self.channel_every // 2
-        t = self.channel_every * ((self.stop - 1 + half) // self.channel_every) - half
+        off = self.offset
+        t = self.channel_every * ((self.stop - 1 + off) // self.channel_every) - off
         return t if t >= 1 else None
 
 
@@ -57,6 +72,13 @@ def growth_extra(t: int, start: float, end: float, stop: int) -> float:
 def hard_prune_rate(t: int, total: int) -> float:
     """q(t) of phase B (after_stop: continue): cosine 0.5 → 0.005 over the whole run."""
     return 0.005 + 0.495 * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
+
+
+def drop_rate(t: int, start: float, end: int) -> float:
+    """SET/RigL's drop fraction q(t) = q0 · (1 + cos(π·t/T_end)) / 2, 0 from T_end on."""
+    if end <= 0 or t >= end:
+        return 0.0
+    return start * (1.0 + math.cos(math.pi * t / end)) / 2.0
 
 
 def channel_target(t: int, final: float, stop: int, kind: str) -> float:

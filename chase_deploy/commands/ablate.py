@@ -7,18 +7,19 @@ from pathlib import Path
 import click
 
 from chase_deploy.commands.params import FractionList, IntRange, NameList, Seeds
-from train.config import ABLATE_BN_BATCHES, CRITERIA
+from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
 
 
 @click.command("ablate")
 @click.argument("run_dirs", metavar="RUN_DIR [RUN_DIR ...]", nargs=-1, required=True)
 @click.option(
     "--criteria",
-    type=NameList(CRITERIA, "criterion"),
-    default=",".join(CRITERIA),
+    type=NameList(ABLATE_CRITERIA, "criterion"),
+    default=",".join(ABLATE_CRITERIA),
     show_default=True,
     metavar="NAME,NAME,...",
-    help="Channel scores to compare: umm, ws, mmm, random and the *_reverse orders.",
+    help="Channel scores to compare: umm, ws, mmm, random, slimming (norm |gamma|) and the "
+    "*_reverse orders.",
 )
 @click.option(
     "--channel-sparsity",

@@ -19,8 +19,8 @@ def command(run_dir: Path, out: Path | None) -> None:
     """Plot a training run: amenable channels, kept widths, densities, schedules, curves.
 
     Reads RUN_DIR/metrics.jsonl and RUN_DIR/final.pt and writes amenable.png (fraction of
-    sparse-amenable channels per layer over training by UMM and WS at each threshold v, the
-    paper's Figure 2), widths.png (kept channels per prunable layer, Table 15), density.png
+    sparse-amenable channels per layer over training by UMM, WS or either, each channel against
+    its own value at initialization, at each ratio v: the paper's Figure 2), widths.png (kept channels per prunable layer, Table 15), density.png
     (non-zero fraction per layer), schedules.png (density and channel sparsity over steps, with
     exploration and channel events), curves.png (loss, accuracy and sparsity) and summary.md.
 

@@ -87,42 +87,42 @@ class OneOf(click.Choice):
         raise FlagError(f"{flag_name(param)} {value!r} is not one of {choices}", param=param)
 
 
-class BatchSizes(_FlagType):
+class _IntList(_FlagType):
+    """Integers >= ``lowest`` separated by commas, none listed twice."""
+
+    lowest = 0
+    what = "value"
+    example = "0,1,2"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(p.isdigit() and int(p) >= self.lowest for p in parts):
+            bound = "positive integers" if self.lowest == 1 else f"integers >= {self.lowest}"
+            raise self.refuse(
+                value, param, f"give {bound} separated by commas, e.g. {self.example}"
+            )
+        numbers = [int(p) for p in parts]
+        if len(set(numbers)) != len(numbers):
+            raise self.refuse(value, param, f"a {self.what} is listed twice")
+        return numbers
+
+
+class BatchSizes(_IntList):
     """``1,8,32``: positive integers, none listed twice (``bench --batch``)."""
 
     name = "batch sizes"
     flag = "--batch"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        if isinstance(value, list):
-            return value
-        parts = [p.strip() for p in str(value).split(",")]
-        if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise self.refuse(
-                value, param, "give positive integers separated by commas, e.g. 1,8,32"
-            )
-        batches = [int(p) for p in parts]
-        if len(set(batches)) != len(batches):
-            raise self.refuse(value, param, "a batch size is listed twice")
-        return batches
+    lowest, what, example = 1, "batch size", "1,8,32"
 
 
-class Seeds(_FlagType):
+class Seeds(_IntList):
     """``0,1,2``: non-negative integers, none listed twice (``ablate --seeds``)."""
 
     name = "seeds"
     flag = "--seeds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        if isinstance(value, list):
-            return value
-        parts = [p.strip() for p in str(value).split(",")]
-        if not all(p.isdigit() for p in parts):
-            raise self.refuse(value, param, "give integers >= 0 separated by commas, e.g. 0,1,2")
-        seeds = [int(p) for p in parts]
-        if len(set(seeds)) != len(seeds):
-            raise self.refuse(value, param, "a seed is listed twice")
-        return seeds
+    lowest, what, example = 0, "seed", "0,1,2"
 
 
 class BatchProfile(_FlagType):

@@ -1,77 +1,231 @@
-"""Print the Fashion-MNIST results table (markdown) from the run directories of run_all.sh.
+"""The Fashion-MNIST results (markdown) and the Figure 1 plot, from the run directories of run_all.sh.
 
-    python recipes/fashion_mnist/results_table.py [RUNS_DIR]     # default runs/fmnist
+    python recipes/fashion_mnist/results_table.py [RUNS_DIR] [--plot FIG1.png]   # default runs/fmnist15
 
-Per recipe: final-epoch validation top-1 (metrics.jsonl), parameters of slim.onnx (all, and
-non-zero), FLOPs of slim.onnx and of its non-zero weights (slim_report.json), ONNX Runtime CPU
-median latency of slim.onnx at each benchmarked batch size with its speedup over the same run's
-dense.onnx (bench.json), and the training wall time (sum of the epochs' seconds).
+Tables: (1) top-1 of every recipe as mean ± sample std over its seeds (the last epoch's
+validation accuracy on the 10 k test images), with the measured channel sparsity and seconds per
+epoch; (2) the Figure 1 sweep: per S_c with and without prune_skip, top-1, parameters and FLOPs
+of ``slim/slim.onnx`` (``--round-to 8``) and of ``slim16/slim.onnx`` (``--round-to 16``), with their
+ONNX Runtime CPU throughput from the one interleaved benchmark ``fig1_bench.json``; (3) where the
+criterion study's source runs are. Unfinished runs are left out.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import statistics
 from pathlib import Path
 
-NAMES = ("dense", "chase_unstructured", "chase_sc05", "static", "rigl")
+ROWS = (
+    ("dense", "dense"),
+    ("static", "static sparse"),
+    ("set", "SET"),
+    ("rigl", "RigL"),
+    ("chase_unstructured", "Chase S_c 0"),
+    ("chase_sc05", "Chase S_c 0.5"),
+    ("chase_sc05_skip", "Chase S_c 0.5, prune skip"),
+)
+SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6)
+SOURCE = "chase_unstructured_d03"
+BENCH = "fig1_bench.json"
 
 
-def nonzero_params(onnx_path: Path) -> int:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    arrays = (numpy_helper.to_array(t) for t in model.graph.initializer)
-    return sum(int((a != 0).sum()) for a in arrays if a.dtype.kind == "f")  # not shape constants
+def epochs(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in records if r.get("event") == "epoch"]
 
 
-def row(run: Path) -> dict:
-    epochs = [
-        json.loads(line)
-        for line in (run / "metrics.jsonl").read_text().splitlines()
-        if line.strip() and json.loads(line).get("event") == "epoch"
+def finished(run: Path) -> bool:
+    return (run / "final.pt").is_file()
+
+
+def seeds(runs: Path, name: str) -> list[Path]:
+    return sorted(p for p in (runs / name).glob("seed*") if finished(p))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def sweep_run(runs: Path, sc: float, skip: bool) -> Path:
+    if sc == 0.5:
+        return runs / ("chase_sc05_skip" if skip else "chase_sc05") / "seed0"
+    return runs / "sweep" / f"sc{sc}{'_skip' if skip else ''}"
+
+
+def throughput(runs: Path) -> dict[tuple[str, int], dict]:
+    """(model path relative to RUNS, batch) → bench result."""
+    path = runs / BENCH
+    if not path.is_file():
+        return {}
+    out = {}
+    for r in json.loads(path.read_text())["results"]:
+        model = Path(r["model"]).resolve()
+        try:
+            key = str(model.relative_to(runs.resolve()))
+        except ValueError:
+            key = str(model)
+        out[(key, r["batch"])] = r
+    return out
+
+
+def main_table(runs: Path) -> tuple[list[str], dict[str, tuple[float, float, int]]]:
+    lines = [
+        "| recipe | seeds | top-1 % (mean ± std) | per seed | S_c measured | s / epoch (mean) |",
+        "|---|---:|---:|---|---:|---:|",
     ]
-    slim = json.loads((run / "slim" / "slim_report.json").read_text())
-    bench = json.loads((run / "bench.json").read_text())
-    latency = {
-        r["batch"]: (r["latency_ms"]["median"], r["speedup"])
-        for r in bench["results"]
-        if Path(r["model"]).name == "slim.onnx"
-    }
-    return {
-        "acc": epochs[-1]["val_acc"],
-        "channel_sparsity": epochs[-1]["channel_sparsity"],
-        "params": slim["params"]["slim"],
-        "nonzero": nonzero_params(run / "slim" / "slim.onnx"),
-        "flops": slim["flops"]["slim"],
-        "sparse_flops": slim["flops"]["sparse"],
-        "latency": latency,
-        "wall_s": sum(e["seconds"] for e in epochs),
-        "min_epoch_s": min(e["seconds"] for e in epochs),
-    }
+    summary = {}
+    for name, label in ROWS:
+        done = seeds(runs, name)
+        if not done:
+            continue
+        records = [epochs(p) for p in done]
+        accs = [100 * r[-1]["val_acc"] for r in records]
+        mean, std = mean_std(accs)
+        summary[name] = (mean, std, len(accs))
+        secs = statistics.fmean(e["seconds"] for r in records for e in r)
+        per_seed = ", ".join(f"{a:.2f}" for a in accs)
+        lines.append(
+            f"| {label} (`{name}`) | {len(accs)} | {mean:.2f} ± {std:.2f} | {per_seed} | "
+            f"{records[0][-1]['channel_sparsity']:.2f} | {secs:.0f} |"
+        )
+    return lines, summary
 
 
-def main(runs: Path) -> None:
-    rows = {name: row(runs / name) for name in NAMES if (runs / name / "bench.json").is_file()}
-    batches = sorted({b for r in rows.values() for b in r["latency"]})
-    lat_head = " | ".join(f"slim latency b{b} ms (speedup)" for b in batches)
-    print(
-        f"| recipe | top-1 % | S_c | params (non-zero) | MFLOPs (non-zero) | {lat_head} | train wall s "
-        "(fastest epoch s) |"
+def sweep_table(runs: Path, slim: str) -> tuple[list[str], list[dict]]:
+    bench = throughput(runs)
+    batches = sorted({b for _, b in bench})
+    dense_key = "dense/seed0/slim/dense.onnx"
+    head = "".join(f" items/s b{b} (speedup) |" for b in batches)
+    lines = [
+        f"| S_c | prune skip | top-1 % | S_c measured | params | MFLOPs (non-zero) |{head}",
+        "|---:|---|---:|---:|---:|---:|" + "---:|" * len(batches),
+    ]
+    dense_row = ["full width (every unstructured run)", "", "", "", "", ""]
+    report = runs / "dense" / "seed0" / "slim" / "slim_report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        dense_row[4] = f"{r['params']['dense']:,}"
+        dense_row[5] = f"{r['flops']['dense'] / 1e6:.2f}"
+    cells = [
+        f"{bench[(dense_key, b)]['throughput']:.0f} (1.00x)" if (dense_key, b) in bench else "n/a"
+        for b in batches
+    ]
+    lines.append("| " + " | ".join(dense_row + cells) + " |")
+    points = []
+    for skip in (False, True):
+        for sc in SWEEP:
+            run = sweep_run(runs, sc, skip)
+            if not finished(run):
+                continue
+            acc = 100 * epochs(run)[-1]["val_acc"]
+            measured = epochs(run)[-1]["channel_sparsity"]
+            point = {"sc": sc, "skip": skip, "acc": acc, "throughput": {}}
+            params = flops = "n/a"
+            report = run / slim / "slim_report.json"
+            if report.is_file():
+                r = json.loads(report.read_text())
+                params = f"{r['params']['slim']:,}"
+                flops = f"{r['flops']['slim'] / 1e6:.2f} ({r['flops']['sparse'] / 1e6:.2f})"
+            key = str((run / slim / "slim.onnx").relative_to(runs))
+            cells = []
+            for b in batches:
+                res = bench.get((key, b))
+                if res is None:
+                    cells.append("n/a")
+                    continue
+                point["throughput"][b] = res["throughput"]
+                cells.append(f"{res['throughput']:.0f} ({res['speedup']:.2f}x)")
+            points.append(point)
+            lines.append(
+                f"| {sc} | {'yes' if skip else 'no'} | {acc:.2f} | {measured:.2f} | {params} | "
+                f"{flops} |" + "".join(f" {c} |" for c in cells)
+            )
+    dense_tp = {b: bench[(dense_key, b)]["throughput"] for b in batches if (dense_key, b) in bench}
+    points.append({"dense_throughput": dense_tp})
+    return lines, points
+
+
+def plot(series: dict[int, list[dict]], summary: dict, out: Path, batch: int) -> None:
+    """Chase and Chase (prune skip) per rounding (solid: --round-to 8, dashed: 16); the
+    unstructured rows at the full-width network's throughput (from the --round-to 8 benchmark)."""
+    from matplotlib.figure import Figure
+
+    dense_tp = series[8][-1]["dense_throughput"].get(batch)
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.subplots()
+    lines = [
+        (rnd, skip, color, style)
+        for rnd, style in ((8, "o-"), (16, "o--"))
+        if rnd in series
+        for skip, color in ((False, "tab:blue"), (True, "tab:red"))
+    ]
+    for rnd, skip, color, style in lines:
+        pts = sorted(
+            (p for p in series[rnd][:-1] if p["skip"] == skip and batch in p["throughput"]),
+            key=lambda p: p["sc"],
+        )
+        if not pts:
+            continue
+        xs = [p["throughput"][batch] for p in pts]
+        label = f"Chase{' (prune skip)' if skip else ''}, --round-to {rnd}"
+        alpha = 1.0 if rnd == 8 else 0.55
+        ax.plot(xs, [p["acc"] for p in pts], style, color=color, label=label, alpha=alpha)
+        for p, x in zip(pts, xs, strict=True):
+            ax.annotate(f"{p['sc']:g}", (x, p["acc"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8, color=color)  # fmt: skip
+    if dense_tp is not None:
+        # Every unstructured run deploys at full width: one throughput, spread a little so the
+        # markers do not hide each other.
+        markers = {"dense": "s", "static": "v", "set": "^", "rigl": "D", "chase_unstructured": "*"}
+        for i, (name, label) in enumerate((n, lab) for n, lab in ROWS if n in markers):
+            if name in summary:
+                mean, std, n = summary[name]
+                x = dense_tp * (1 + 0.006 * (i - 2))
+                ax.errorbar([x], [mean], yerr=[std], fmt=markers[name], ms=7, capsize=3,
+                            label=f"{label} (mean ± std, {n} seeds)")  # fmt: skip
+    ax.set(
+        xlabel=f"ONNX Runtime CPU throughput, batch {batch}, 1 thread (images/s)",
+        ylabel="top-1 (%)",
     )
-    print("|---|---:|---:|---:|---:|" + "---:|" * len(batches) + "---:|")
-    for name, r in rows.items():
-        lat = " | ".join(
-            f"{r['latency'][b][0]:.3f} ({r['latency'][b][1]:.2f}x)" if b in r["latency"] else "n/a"
-            for b in batches
-        )
-        print(
-            f"| {name} | {100 * r['acc']:.2f} | {r['channel_sparsity']:.2f} | {r['params']:,} "
-            f"({r['nonzero']:,}) | {r['flops'] / 1e6:.2f} ({r['sparse_flops'] / 1e6:.2f}) | {lat} | "
-            f"{r['wall_s']:.0f} ({r['min_epoch_s']:.0f}) |"
-        )
+    ax.set_title(
+        "Fashion-MNIST, resnet_quick width 8, 90 % sparsity\n"
+        "Chase: seed 0, points labelled with S_c; the others deploy at full width",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", default="runs/fmnist15", type=Path)
+    parser.add_argument("--plot", type=Path, help="write the Figure 1 plot here")
+    parser.add_argument("--plot-batch", type=int, default=32)
+    args = parser.parse_args()
+    runs = args.runs
+    table, summary = main_table(runs)
+    print("## Top-1 over seeds\n")
+    print("\n".join(table))
+    series = {}
+    for rnd, slim in ((8, "slim"), (16, "slim16")):
+        if rnd == 16 and not any(runs.glob(f"*/*/{slim}/slim.onnx")):
+            continue
+        sweep, series[rnd] = sweep_table(runs, slim)
+        print(f"\n## Figure 1 sweep (seed 0), `--round-to {rnd}`\n")
+        print("\n".join(sweep))
+    sources = seeds(runs, SOURCE)
+    print(f"\n## Criterion-study source runs (`{SOURCE}`)\n")
+    for p in sources:
+        print(f"- `{p.relative_to(runs)}`: top-1 {100 * epochs(p)[-1]['val_acc']:.2f} %")
+    if not sources:
+        print("- none finished yet")
+    if args.plot:
+        plot(series, summary, args.plot, args.plot_batch)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fmnist"))
+    main()

@@ -14,10 +14,9 @@ scored by the producer's L1 norm per channel, the rule ``slim --round-to`` appli
 every candidate channel is a masked (zero) row, so both pick the lowest indices.
 
 The physically slim models come from ``physically_slim`` below, which is
-``chase_deploy.torch_export.physically_slim``: until ``train/slicing.py`` is wired into that hook
-it raises NotImplementedError, ``prepare.json`` records the slim models as missing and the
-benchmark times the dense model alone. Each program is verified against the masked dense model
-(fp32, CPU, batches 1, 3, 2) before it is written.
+``chase_deploy.torch_export.physically_slim`` (the graph's channel groups cut by
+``train.slicing``). Each program is verified against the masked dense model (fp32, CPU, batches
+1, 3, 2) before it is written.
 """
 
 from __future__ import annotations
@@ -47,8 +46,9 @@ MODELS = ("dense", "slim", "slim_r8")
 
 
 def physically_slim(model: nn.Module, plan: ChannelPlan) -> nn.Module:
-    """THE hook: physically slim ``model`` by ``plan`` (``torch_export.physically_slim``)."""
-    return torch_export.physically_slim(model, plan)
+    """Physically slim ``model`` by ``plan`` (``torch_export.physically_slim``); the groups of
+    ResNet-50 do not depend on the input size, so they are traced on the small one."""
+    return torch_export.physically_slim(model, plan, DRY_IMAGE)
 
 
 def rounded_plan(model: nn.Module, plan: ChannelPlan, round_to: int) -> ChannelPlan:
@@ -122,9 +122,9 @@ def prepare(
     for name, p in plans.items():
         try:
             sliced = slicer(copy.deepcopy(masked), p)
-        except NotImplementedError as e:
-            info["models"][name] = {"missing": f"physical slicing {e}"}
-            log(f"prepare: {name} skipped: physical slicing {e}")
+        except ValueError as e:  # a pruned layer the PyTorch slicer cannot cut
+            info["models"][name] = {"missing": f"physical slicing: {e}"}
+            log(f"prepare: {name} skipped: physical slicing: {e}")
             continue
         flops = module_flops(sliced, image)
         programs[name] = torch_export.slim_program(sliced, masked, shape)

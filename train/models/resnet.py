@@ -1,9 +1,18 @@
-"""ResNets with torchvision's parameter names: CIFAR ResNet-20/32/50, ImageNet ResNet-50, quickstart."""
+"""ResNets with torchvision's parameter names: CIFAR ResNet-20/32/50, ImageNet ResNet-50, quickstart.
+
+Initialization follows the released Chase code (UMM is ranked raw across layers, so the init scale
+decides which layers lose channels): the CIFAR ResNets (and ``resnet_quick``, built the same way)
+keep PyTorch's default Conv/Linear init; the ImageNet ResNet-50 uses kaiming-normal fan_in convs
+(its ``-c fanin`` model config). BatchNorm is 1/0 everywhere. The ``init`` argument (a recipe key,
+``model.init``) switches: ``torch``, ``kaiming_fan_in`` or ``kaiming_fan_out`` (torchvision's
+choice, and this project's before it followed the released code).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from train.errors import BadInput
 from train.models.registry import register_model
 
 
@@ -72,8 +81,11 @@ class ResNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         fc_bias: bool = True,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise BadInput(f"recipe key model.init: {init!r} is not one of {', '.join(INITS)}")
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
@@ -95,7 +107,7 @@ class ResNet(nn.Module):
             self.stage_names.append(name)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes, bias=fc_bias)
-        _init_weights(self)
+        _init_weights(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -104,17 +116,23 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def _init_weights(model: nn.Module) -> None:
+INITS = ("torch", "kaiming_fan_in", "kaiming_fan_out")
+
+
+def _init_weights(model: nn.Module, init: str) -> None:
+    """Convs as ``init`` says (``torch``: leave PyTorch's default); Linear keeps PyTorch's default;
+    BatchNorm weight 1, bias 0."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, nn.Conv2d) and init != "torch":
+            mode = "fan_in" if init == "kaiming_fan_in" else "fan_out"
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
 @register_model
-def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet20(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -> ResNet:
     return ResNet(
         BasicBlock,
         [3, 3, 3],
@@ -122,11 +140,12 @@ def resnet20(num_classes: int = 10, in_channels: int = 3) -> ResNet:
         stem_width=16,
         num_classes=num_classes,
         in_channels=in_channels,
+        init=init,
     )
 
 
 @register_model
-def resnet32(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def resnet32(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -> ResNet:
     return ResNet(
         BasicBlock,
         [5, 5, 5],
@@ -134,12 +153,14 @@ def resnet32(num_classes: int = 10, in_channels: int = 3) -> ResNet:
         stem_width=16,
         num_classes=num_classes,
         in_channels=in_channels,
+        init=init,
     )
 
 
 @register_model
-def resnet50_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """The CIFAR ResNet-50 of the GraNet/Chase code: 3x3 stem, no max-pool, bias-free classifier."""
+def resnet50_cifar(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -> ResNet:
+    """The CIFAR ResNet-50 of the GraNet/Chase code: 3x3 stem, no max-pool, bias-free classifier,
+    PyTorch's default init."""
     return ResNet(
         Bottleneck,
         [3, 4, 6, 3],
@@ -147,12 +168,14 @@ def resnet50_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
         num_classes=num_classes,
         in_channels=in_channels,
         fc_bias=False,
+        init=init,
     )
 
 
 @register_model
-def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
-    """ImageNet ResNet-50 v1.5; parameter names match torchvision's ``resnet50``."""
+def resnet50(num_classes: int = 1000, in_channels: int = 3, init: str = "kaiming_fan_in") -> ResNet:
+    """ImageNet ResNet-50 v1.5; parameter names match torchvision's ``resnet50``; kaiming-normal
+    fan_in convs as the released ImageNet code."""
     return ResNet(
         Bottleneck,
         [3, 4, 6, 3],
@@ -160,12 +183,17 @@ def resnet50(num_classes: int = 1000, in_channels: int = 3) -> ResNet:
         stem="imagenet",
         num_classes=num_classes,
         in_channels=in_channels,
+        init=init,
     )
 
 
 @register_model
 def resnet_quick(
-    num_classes: int = 10, in_channels: int = 1, width: int = 16, blocks: int = 1
+    num_classes: int = 10,
+    in_channels: int = 1,
+    width: int = 16,
+    blocks: int = 1,
+    init: str = "torch",
 ) -> ResNet:
     """A small bottleneck ResNet for the quickstart: three stages of ``blocks`` bottlenecks."""
     return ResNet(
@@ -175,4 +203,5 @@ def resnet_quick(
         stem_width=2 * width,
         num_classes=num_classes,
         in_channels=in_channels,
+        init=init,
     )

@@ -1,4 +1,8 @@
-"""VGG-16/19 with BatchNorm, CIFAR variant (the GraNet/Chase model zoo)."""
+"""VGG-16/19 with BatchNorm, CIFAR variant (the GraNet/Chase model zoo).
+
+Initialized as the released Chase code: kaiming-normal fan_out convs with zero bias, N(0, 0.01)
+for the classifier, BatchNorm weight 1 and bias 0.
+"""
 
 from __future__ import annotations
 
