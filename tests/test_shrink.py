@@ -92,7 +92,7 @@ class Twin:
                 self.chase.rebind(self.shrinker)
 
 
-def _config(case: str) -> tuple[ChaseConfig, float]:
+def _config(case: str, **overrides) -> tuple[ChaseConfig, float]:
     # 3 steps per epoch, channel pruning until step 6. Small models: channel events at odd steps
     # (1, 3, 5), explorations at even ones. Large: events at 2 and 4, no exploration.
     update_every = 1000 if case in LARGE else 2
@@ -102,15 +102,15 @@ def _config(case: str) -> tuple[ChaseConfig, float]:
         channel_every=2,
         channel_sparsity=0.5,
         beta=0.5,
-        growth_extra=0.05,
+        **{"growth_extra": 0.05, **overrides},
     )
     return cfg, (0.001 if case in LARGE else 0.01)
 
 
-def _train_twins(case: str) -> tuple[Twin, Twin]:
+def _train_twins(case: str, **overrides) -> tuple[Twin, Twin]:
     name, kwargs, shape = CASES[case]
     groups = list(groups_for(name, shape, **kwargs))
-    cfg, lr = _config(case)
+    cfg, lr = _config(case, **overrides)
     masked = Twin(name, kwargs, groups, cfg, lr, shrink=False)
     shrunk = Twin(name, kwargs, groups, cfg, lr, shrink=True)
     g = torch.Generator().manual_seed(1)
@@ -130,7 +130,19 @@ def _out_width(module: nn.Module) -> int:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_shrunk_training_equals_masked_training(case: str) -> None:
-    masked, shrunk = _train_twins(case)
+    _check_twins(case, *_train_twins(case))
+
+
+@pytest.mark.parametrize("case", ["resnet20", "mobilenet_v2_se"])
+@pytest.mark.parametrize("growth", ["random", "gradient"])
+def test_shrunk_equals_masked_with_layerwise_set_and_rigl_exchange(case: str, growth: str) -> None:
+    """The SET/RigL exchange (layer-wise, q0 = 0.3, random or gradient growth) with channel
+    pruning: random growth draws in the original shapes, so both twins grow the same positions."""
+    overrides = {"scope": "layerwise", "drop_fraction": 0.3, "drop_until": 0.9, "growth": growth}
+    _check_twins(case, *_train_twins(case, growth_extra=0.0, **overrides))
+
+
+def _check_twins(case: str, masked: Twin, shrunk: Twin) -> None:
     sh = shrunk.shrinker
 
     assert sh is not None and sh.rebuilds >= 2  # shrunk twice, trained on after each
