@@ -20,8 +20,11 @@ op and the times stop depending on the work. Reported:
   in DESIGN.md is ≤ 0.75);
 - whole-run ratio: all epochs, shrunk over masked (pruning epochs included);
 - peak memory: each child's peak resident set (VmHWM) over the training epochs (reset after the
-  model, data and channel groups were set up) and over the post-pruning epochs alone, and the
-  training state it holds at the end (parameters + gradients + momentum, float32).
+  model, data and channel groups were set up) and over the post-pruning epochs alone (reset at
+  their start, after handing freed heap back to the OS with glibc's malloc_trim, which a process
+  otherwise keeps), and the training state it holds at the end (parameters + gradients +
+  momentum, float32);
+- the forward MACs per image of the final model, whose shrunk/masked ratio bounds the speedup.
 
 Not collected by pytest (no test functions; runs under __main__ only).
 """
@@ -94,6 +97,7 @@ def _recipe(name: str, args: argparse.Namespace, shrink: bool) -> dict:
             "beta": BETA.get(name, 0.5),
             "update_every": args.explore_every or 10**9,
             "channel_every": 2,
+            "channel_offset": 1,  # events at odd steps
             "explore_until": args.prune_epochs,
             "shrink": shrink,
         },
@@ -183,7 +187,12 @@ def _print(r: dict, args: argparse.Namespace) -> None:
         ("training state at the end", "state_mib"),
     ):
         print(f"  {label}: masked {m[key]:.0f} MiB, shrunk {s[key]:.0f} MiB")
-    print(f"  parameters at the end: masked {m['params']:,}, shrunk {s['params']:,}\n", flush=True)
+    print(f"  parameters at the end: masked {m['params']:,}, shrunk {s['params']:,}")
+    print(
+        f"  forward MACs per image: masked {m['macs'] / 1e6:.0f} M, shrunk {s['macs'] / 1e6:.0f} M "
+        f"(ratio {s['macs'] / m['macs']:.3f}, the bound on the time ratio)\n",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------------- child
@@ -221,6 +230,7 @@ def _child(args: argparse.Namespace) -> None:
         sys.stdin.readline()
         if epoch == args.prune_epochs:
             peak_pruning = _peak_mib()
+            _trim_heap()
             _reset_peak()
         start = time.perf_counter()
         loss = trainer._train_epoch(epoch)
@@ -234,11 +244,41 @@ def _child(args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in trainer.model.parameters())
     send(
         event="done",
+        macs=_macs(trainer.model, recipe.data.image_size),
         peak_rss_mib=max(peak_pruning, post),
         peak_rss_post_mib=post,
         state_mib=3 * 4 * params / 2**20,  # weights, gradients, momentum
         params=params,
     )
+
+
+def _macs(model, size: int) -> int:
+    """Multiply-accumulates of one forward pass (one 3 x size x size image), Conv and Linear."""
+    import torch
+
+    total = [0]
+
+    def count(module, inputs, output) -> None:
+        total[0] += output[0].numel() * module.weight[0].numel()
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc); a no-op elsewhere."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak() -> None:
