@@ -326,9 +326,13 @@ def test_slim_of_a_shrunk_run_is_lossless_and_equals_the_masked_twins(twin_runs:
     torch.testing.assert_close(
         torch.from_numpy(outs["shrunk"]), torch.from_numpy(outs["masked"]), rtol=1e-3, atol=1e-4
     )
-    # inspect reads the shrunk run's checkpoint like any other
+    # inspect and analyze read the shrunk run like any other
     result = CliRunner().invoke(main, ["inspect", str(twin_runs["shrunk"] / "final.pt"), "--json"])
     assert result.exit_code == 0, result.output
+    analysis = twin_runs["shrunk"] / "analysis"
+    result = CliRunner().invoke(main, ["analyze", str(twin_runs["shrunk"]), "--out", str(analysis)])
+    assert result.exit_code == 0, result.output
+    assert (analysis / "summary.md").is_file()
 
 
 @pytest.mark.slow
