@@ -17,8 +17,11 @@ from train.progress import log
 from train.run_dir import RunDir
 
 
-def run_pipeline(recipe: Recipe, out: Path, *, device: str = "auto") -> Path:
-    """Run every stage into ``out``; returns the path of report.md."""
+def run_pipeline(
+    recipe: Recipe, out: Path, *, device: str = "auto", twin: Path | None = None
+) -> Path:
+    """Run every stage into ``out``; returns the path of report.md. ``twin``: a run directory
+    of the same recipe (the masked twin of a shrinking run) whose epoch times the report plots."""
     out.mkdir(parents=True, exist_ok=True)
     files = RunDir(out)
     timings = _load_timings(files)
@@ -29,7 +32,7 @@ def run_pipeline(recipe: Recipe, out: Path, *, device: str = "auto") -> Path:
     accuracy = _stage(files, "accuracy", timings, lambda: _accuracy(recipe, files))
     from chase_deploy.report import write_report
 
-    report = write_report(out, recipe, slim_report, benches, accuracy, timings)
+    report = write_report(out, recipe, slim_report, benches, accuracy, timings, twin=twin)
     log(f"report: {report}")
     return report
 

@@ -60,6 +60,34 @@ def plot_training(epochs: Sequence[dict[str, Any]]) -> bytes:
     return png(fig)
 
 
+def plot_epoch_time(
+    series: dict[str, Sequence[tuple[int, float]]],
+    pruning_end: int | None = None,
+    shrinks: Sequence[int] = (),
+) -> bytes:
+    """Seconds per epoch of one or more runs ({label: [(epoch, seconds)]}): a shrinking run beside
+    its masked twin. ``pruning_end``: the epoch channel pruning ends with; ``shrinks``: epochs in
+    which the model was rebuilt smaller."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = figure(7, 3.8)
+    ax = fig.subplots()
+    for label, points in series.items():
+        ax.plot([e for e, _ in points], [s for _, s in points], "o-", ms=3, label=label)
+    for i, epoch in enumerate(sorted(set(shrinks))):
+        ax.axvline(
+            epoch, color="tab:green", lw=0.8, ls=":", label="model rebuilt" if i == 0 else None
+        )
+    if pruning_end:
+        ax.axvline(pruning_end + 0.5, color="gray", lw=1, ls="--", label="channel pruning ends")
+    ax.set(xlabel="epoch", ylabel="seconds", title="Epoch time (training + validation)")
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=GRID_ALPHA)
+    ax.legend(fontsize=LEGEND_SIZE)
+    return png(fig)
+
+
 def plot_schedules(
     epochs: Sequence[dict[str, Any]],
     explorations: Sequence[dict[str, Any]],

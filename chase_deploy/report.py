@@ -8,7 +8,7 @@ from typing import Any
 
 from chase_deploy import plots
 from train.atomic import write_bytes, write_text
-from train.config import Recipe
+from train.config import Recipe, explore_until_epoch
 from train.metrics import read_metrics
 from train.run_dir import RunDir
 
@@ -20,7 +20,10 @@ def write_report(
     benches: dict[str, str],
     accuracy: dict[str, float],
     timings: dict[str, float],
+    twin: Path | None = None,
 ) -> Path:
+    """``twin``: another run directory of the same recipe (a masked twin of a shrinking run)
+    whose epoch times are plotted beside this run's."""
     files = RunDir(out)
     metrics = read_metrics(files.metrics)
     epochs = [m for m in metrics if m.get("event") == "epoch"]
@@ -46,6 +49,7 @@ def write_report(
         "",
         *_training_table(epochs),
         "",
+        *_epoch_time(files, recipe, metrics, twin),
         "## Per-layer widths (the paper's Table 15 view)",
         "",
         f"![kept channels per layer]({files.widths_png.name})",
@@ -67,6 +71,50 @@ def write_report(
     lines += ["## Stage times", "", *[f"- {k}: {v:.1f} s" for k, v in timings.items()], ""]
     write_text(files.report, "\n".join(lines))
     return files.report
+
+
+def _epoch_time(files: RunDir, recipe: Recipe, metrics: list[dict], twin: Path | None) -> list[str]:
+    """Seconds per epoch of a shrinking run beside its masked twin's: shown when the recipe
+    shrinks (``chase.shrink``) or a twin is given (``run --twin``)."""
+    if not recipe.chase.shrink and twin is None:
+        return []
+    epochs = [m for m in metrics if m.get("event") == "epoch"]
+    label = "shrunk (this run)" if recipe.chase.shrink else "this run"
+    series = {label: [(e["epoch"], e["seconds"]) for e in epochs]}
+    twin_epochs: list[dict] = []
+    if twin is not None:
+        twin_epochs = [m for m in read_metrics(RunDir(twin).metrics) if m.get("event") == "epoch"]
+        twin_label = "masked twin" if recipe.chase.shrink else "twin"
+        series[f"{twin_label} ({twin.name})"] = [(e["epoch"], e["seconds"]) for e in twin_epochs]
+    end = explore_until_epoch(recipe) if recipe.chase.channel_sparsity > 0 else None
+    shrinks = [m["epoch"] for m in metrics if m.get("event") == "shrink"]
+    write_bytes(files.epoch_time_png, plots.plot_epoch_time(series, end, shrinks))
+    lines = ["## Epoch time", "", f"![epoch time]({files.epoch_time_png.name})", ""]
+    if recipe.chase.shrink:
+        lines.append(
+            f"The model was rebuilt physically smaller {len(shrinks)} time(s) as channels were "
+            f"removed (`chase.shrink`); training computes the same as the masked model."
+        )
+    after = [e["seconds"] for e in epochs if end is None or e["epoch"] > end]
+    twin_after = [e["seconds"] for e in twin_epochs if end is None or e["epoch"] > end]
+    when = f"after channel pruning ended (epochs > {end})" if end is not None else "per epoch"
+    if after:
+        text = f"Mean epoch time {when}: {_mean(after):.2f} s"
+        if twin_after:
+            text += (
+                f", twin {_mean(twin_after):.2f} s: ratio {_mean(after) / _mean(twin_after):.2f}"
+            )
+        lines.append(text + ".")
+    if twin is None:
+        lines.append(
+            "No masked twin given: train the same recipe with `--set chase.shrink=false` into "
+            "another directory and pass it as `chase-deploy run RECIPE --twin DIR` to plot it here."
+        )
+    return [*lines, ""]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _summary(recipe: Recipe, epochs: list[dict]) -> str:

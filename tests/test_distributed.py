@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from chase_deploy.cli import main
@@ -265,6 +266,46 @@ def test_bad_input_stops_every_rank(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "data.batch_size: 33 does not divide over 2 processes" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@needs_gloo
+@pytest.mark.distributed
+def test_shrunk_ranks_rebuild_together_and_match_the_masked_run(
+    reference: dict, tmp_path: Path
+) -> None:
+    """``chase.shrink`` under torchrun: every rank rebuilds its model (and DDP wrapper and
+    optimizer) at the same steps, the masks agree after every event (the controller checks it and
+    would stop the job), and the result is the masked reference run's."""
+    raw = yaml.safe_load(reference["recipe"].read_text())
+    raw["chase"]["shrink"] = True
+    recipe = tmp_path / "shrink.yaml"
+    recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out, dump = tmp_path / "out", tmp_path / "dump"
+    proc = subprocess.run(
+        _train(recipe, out),
+        env=_env(CHASE_DEPLOY_DEBUG_DUMP_DIR=str(dump)),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(dump / "rank0.pt", weights_only=True)
+    rank1 = torch.load(dump / "rank1.pt", weights_only=True)
+    shrinks = [e["step"] for e in read_metrics(out / "metrics.jsonl") if e["event"] == "shrink"]
+    assert len(shrinks) >= 2 and rank0["shrink_steps"] == rank1["shrink_steps"] == shrinks
+    a, b = rank0["state"], rank1["state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    masked = torch.load(reference["dump"] / "rank0.pt", weights_only=True)["state"]
+    assert masked.keys() == a.keys()
+    masks = [k for k in a if k.startswith("mask ")]
+    for key in masks:
+        assert torch.equal(a[key], masked[key]), key
+        weight = key.removeprefix("mask ")
+        assert a[weight].shape == masked[weight].shape  # dense shapes
+        torch.testing.assert_close(a[weight], masked[weight], rtol=1e-3, atol=1e-4)
+    final = load_checkpoint(out / "final.pt")
+    assert final["channel_plan"] == load_checkpoint(reference["out"] / "final.pt")["channel_plan"]
 
 
 # ------------------------------------------------------------------------------- in-process

@@ -69,9 +69,10 @@ def channel_stats(weights: Sequence[Tensor]) -> tuple[Tensor, Tensor, int]:
     return abs_sum, nonzero, fan
 
 
-def output_rows(module: nn.Module) -> Tensor:
-    """A layer's weight with its output channels on dim 0 (a ConvTranspose keeps them on 1)."""
-    weight = module.weight.detach()
+def output_rows(module: nn.Module, weight: Tensor | None = None) -> Tensor:
+    """A layer's weight (or ``weight``, shaped like it) with its output channels on dim 0 (a
+    ConvTranspose keeps them on 1)."""
+    weight = module.weight.detach() if weight is None else weight
     return weight.transpose(0, 1) if isinstance(module, _CONV_T) else weight
 
 

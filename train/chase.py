@@ -35,6 +35,11 @@ Choices beyond the paper (see CHASE.md for the algorithm):
   ``channel_offset: 0`` gives the paper's plain "every ΔT steps".
 - Each channel's UMM and WS at mask initialization are kept (and checkpointed) for the paper's
   amenable statistic (``amenable_stats``).
+- ``chase.shrink`` (``train.shrink``): the model may be physically smaller than the network the
+  controller reasons about. Masks, alive channels, budgets and every score stay in the original
+  shapes and indices; after the model's tensors were replaced, ``rebind(view)`` re-reads them, and
+  the view inflates weights and gradients to the original shapes at events and cuts the masks to
+  the model's shapes for the per-step re-mask.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +104,8 @@ class Chase:
         self.optimizer = optimizer
         self._modules = dict(model.named_modules())
         self._params_by_name = dict(model.named_parameters())
+        self._view: ShapeView | None = None  # set by rebind() once the model shrank
+        self._live_masks: list[Tensor] | None = None  # masks cut to the model's shapes
         stop = explore_until if explore_until is not None else cfg.explore_until
         if stop is None:
             stop = epochs - 30 if epochs > 40 else max(1, math.ceil(0.75 * epochs))
@@ -117,6 +125,7 @@ class Chase:
         self._params = [m.weight for m in layers.values()]
         self._index = {name: i for i, name in enumerate(self.param_names)}
         shapes = [tuple(p.shape) for p in self._params]
+        self._shapes = shapes  # original shapes, whatever the model's are
         self._base_counts = layer_counts(shapes, cfg.density, cfg.init)
         self.total = sum(p.numel() for p in self._params)
         self.budget = budget(cfg.density, self.total)
@@ -160,10 +169,7 @@ class Chase:
             return
         if self._pending_explore is None and not self._exploration_due(t):
             return
-        self._grad_abs = [
-            p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p)
-            for p in self._params
-        ]
+        self._grad_abs = self._dense_grad_abs()
 
     def after_step(self, t: int, skipped: bool = False) -> list[dict]:
         """Re-mask weights and optimizer state; run the channel event / exploration due at t."""
@@ -213,7 +219,11 @@ class Chase:
             self.alive[gi] if gi is not None and self._widths[gi] < self._groups[gi].width else None
             for gi in self._row_group
         ]
-        return amenable_fractions(self.layer_names, self._params, self._initial, rows)
+        return amenable_fractions(self.layer_names, self._weights(), self._initial, rows)
+
+    def alive_channels(self) -> dict[str, Tensor]:
+        """Group name -> bool keep vector over its original channels."""
+        return {gr.name: a for gr, a in zip(self._groups, self.alive, strict=True)}
 
     def channel_plan(self) -> ChannelPlan:
         """Kept output channels of every producer that lost some (the DESIGN.md contract)."""
@@ -256,6 +266,7 @@ class Chase:
             n: m.to(device=self._params_by_name[n].device, dtype=torch.bool).clone()
             for n, m in state["extra_masks"].items()
         }
+        self._live_masks = None
         self._rng.set_state(state["rng"].cpu())
         self._grow_rng.set_state(state["grow_rng"].cpu())
         self._initial = [
@@ -339,7 +350,7 @@ class Chase:
             drop = [max(math.ceil(q * n), n - b) for n, b in zip(nnz, budgets, strict=True)]
             total_drop = max(math.ceil(q * sum(nnz)), sum(nnz) - self.budget)
 
-        weights = [p.detach() for p in self._params]
+        weights = self._weights()
         if self.cfg.scope == "global":
             pruned = exploration.prune_global(weights, self._masks, total_drop)
         else:
@@ -384,35 +395,34 @@ class Chase:
         controller's own seeded generator, so every rank grows the same positions."""
         if self.cfg.growth == "random":
             return [
-                torch.rand(p.shape, generator=self._grow_rng).to(p.device) for p in self._params
+                torch.rand(s, generator=self._grow_rng).to(p.device)
+                for s, p in zip(self._shapes, self._params, strict=True)
             ]
         return self._grad_abs if self._grad_abs is not None else self._current_grad_abs()
 
     def _current_grad_abs(self) -> list[Tensor]:
         # Fallback when before_step was not called: global-norm clipping scales every gradient by
         # one factor, so the ranking by |grad| is the same.
-        return [
-            p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p)
-            for p in self._params
-        ]
+        return self._dense_grad_abs()
 
     def _set_masks(self, new: Sequence[Tensor]) -> None:
         with torch.no_grad():
             for m, n in zip(self._masks, new, strict=True):
                 m.copy_(n)
+        self._live_masks = None
 
     def _capacities(self) -> list[int]:
         """Positions of each masked layer inside alive channels (Python ints, no device sync)."""
         return [
-            self._layout.capacity(name, p.shape, self._widths)
-            for name, p in zip(self.param_names, self._params, strict=True)
+            self._layout.capacity(name, shape, self._widths)
+            for name, shape in zip(self.param_names, self._shapes, strict=True)
         ]
 
     def _allowed(self) -> list[Tensor | None]:
         """Broadcastable bool 'inside alive channels' per masked layer, None where all are alive."""
         return [
-            self._layout.allowed(name, p.shape, self.alive, self._widths)
-            for name, p in zip(self.param_names, self._params, strict=True)
+            self._layout.allowed(name, shape, self.alive, self._widths)
+            for name, shape in zip(self.param_names, self._shapes, strict=True)
         ]
 
     # ------------------------------------------------------------------------------------------
@@ -472,7 +482,13 @@ class Chase:
     def _channel_keys(self) -> tuple[Tensor, Tensor]:
         """Prune-order keys for every channel of every group (alive or not), and group ids."""
         stats = channels.GroupStats.of(
-            [[channels.output_rows(self._modules[n]) for n in gr.producers] for gr in self._groups]
+            [
+                [
+                    channels.output_rows(self._modules[n], self._dense(f"{n}.weight"))
+                    for n in gr.producers
+                ]
+                for gr in self._groups
+            ]
         )
         return stats.keys(self.cfg.criterion, self._rng), stats.group
 
@@ -484,13 +500,17 @@ class Chase:
                 allowed = self._layout.allowed(name, mask.shape, self.alive, self._widths)
                 if allowed is not None:
                     mask &= allowed
+        self._live_masks = None
 
     def _mask(self, name: str) -> Tensor:
         """The mask of a parameter: its sparse mask, or a channel-only mask for dense ones."""
         if name in self._index:
             return self._masks[self._index[name]]
         param = self._params_by_name[name]
-        return self._extra.setdefault(name, torch.ones_like(param, dtype=torch.bool))
+        shape = self._view.shape(name) if self._view is not None else param.shape
+        return self._extra.setdefault(
+            name, torch.ones(shape, dtype=torch.bool, device=param.device)
+        )
 
     # ------------------------------------------------------------------------------------------
     # Plumbing
@@ -501,7 +521,47 @@ class Chase:
 
     def _remask(self) -> None:
         params = self._params + [self._params_by_name[n] for n in self._extra]
-        apply_masks(params, self._masks + list(self._extra.values()), self.optimizer)
+        masks = self._masks + list(self._extra.values())
+        if self._view is not None:
+            if self._live_masks is None:  # the masks or the model's shapes changed
+                names = self.param_names + list(self._extra)
+                self._live_masks = [self._view.cut(n, m) for n, m in zip(names, masks, strict=True)]
+            masks = self._live_masks
+        apply_masks(params, masks, self.optimizer)
+
+    # ------------------------------------------------------------------------------------------
+    # A physically smaller model (``chase.shrink``, ``train.shrink``)
+
+    def rebind(self, view: ShapeView | None) -> None:
+        """The model's parameters were replaced by smaller ones: re-read them. ``view`` maps
+        tensors between the original shapes (the controller's) and the model's."""
+        self._view = view
+        root = self._modules[""]
+        self._params_by_name = dict(root.named_parameters())
+        self._params = [self._modules[n].weight for n in self.layer_names]
+        self._live_masks = None
+        self._grad_abs = None
+        self._remask()
+
+    def _dense(self, name: str, tensor: Tensor | None = None) -> Tensor:
+        """Parameter ``name`` (or ``tensor`` shaped like it) in its original shape."""
+        value = self._params_by_name[name].detach() if tensor is None else tensor
+        return value if self._view is None else self._view.inflate(name, value)
+
+    def _weights(self) -> list[Tensor]:
+        """The masked layers' weights in their original shapes."""
+        return [
+            self._dense(n, p.detach()) for n, p in zip(self.param_names, self._params, strict=True)
+        ]
+
+    def _dense_grad_abs(self) -> list[Tensor]:
+        """|grad| of the masked layers in their original shapes (removed entries 0)."""
+        return [
+            self._dense(n, p.grad.detach().abs())
+            if p.grad is not None
+            else torch.zeros(s, dtype=p.dtype, device=p.device)
+            for n, p, s in zip(self.param_names, self._params, self._shapes, strict=True)
+        ]
 
     def _agree(self, what: str, step: int) -> None:
         """Under torch.distributed, fail loudly if ranks hold different masks after an event."""
@@ -555,6 +615,16 @@ class Chase:
                 f"({self.timeline.stop} steps, events at (t + {self.timeline.offset}) mod "
                 f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
             )
+
+
+class ShapeView(Protocol):
+    """Maps tensors between the original shapes and a shrunk model's (``train.shrink.Shrinker``)."""
+
+    def shape(self, name: str) -> tuple[int, ...]: ...
+
+    def inflate(self, name: str, tensor: Tensor) -> Tensor: ...
+
+    def cut(self, name: str, tensor: Tensor) -> Tensor: ...
 
 
 def _stream(seed: int, stream: int) -> int:

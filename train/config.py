@@ -147,6 +147,11 @@ class ChaseConfig:
     criterion: str = _f("umm", choices=CRITERIA)
     align: int = _f(1, lo=1, hi=512, help="width rounding during training (train.rounding)")
     prune_skip: bool = _f(False)
+    shrink: bool = _f(
+        False,
+        help="rebuild the model physically smaller as channels are removed (train.shrink); "
+        "the same training as the masked model, faster once channels are gone",
+    )
 
     @property
     def round_to(self) -> int:
@@ -397,6 +402,11 @@ def _cross_check(r: Recipe) -> None:
     if r.chase.explore_until is not None and r.chase.explore_until > r.train.epochs:
         raise BadInput(
             f"recipe key chase.explore_until: {r.chase.explore_until} is past train.epochs ({r.train.epochs})"
+        )
+    if r.chase.shrink and r.chase.channel_sparsity <= 0:
+        raise BadInput(
+            "recipe key chase.shrink: needs chase.channel_sparsity > 0 (without channel pruning "
+            "there is nothing to shrink); set chase.shrink: false"
         )
     if r.chase.growth_extra_end > r.chase.growth_extra:
         raise BadInput("recipe key chase.growth_extra_end: must not exceed chase.growth_extra")

@@ -147,15 +147,16 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, recipe.train)
         self.steps_per_epoch = len(self.data.train)
+        self.channel_groups: list[ChannelGroup] = []
         self.chase = self._build_chase() if recipe.sparse else None
+        self.shrinker = self._build_shrinker()
         self.net: nn.Module = self.model
-        if dist_info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._wrap()
         amp = recipe.train.amp if device.type == "cuda" else "none"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.metrics = MetricsLog(paths.metrics, enabled=self.main)
+        self.shrink_steps: list[int] = []  # steps at which this process rebuilt its model
         self.epoch = 0  # epochs finished
         self.step = 0  # optimizer steps taken
         self.val_acc: float | None = None  # of the last finished epoch
@@ -164,9 +165,10 @@ class Trainer:
         from train.chase import Chase
 
         cfg = self.recipe.chase
+        self.channel_groups = list(self._channel_groups())
         return Chase(
             self.model,
-            groups=self._channel_groups(),
+            groups=self.channel_groups,
             cfg=cfg,
             optimizer=self.optimizer,
             steps_per_epoch=self.steps_per_epoch,
@@ -174,6 +176,49 @@ class Trainer:
             explore_until=explore_until_epoch(self.recipe),
             seed=self.recipe.seed,
         )
+
+    def _build_shrinker(self):
+        """``chase.shrink``: the model is rebuilt smaller as channels go (``train.shrink``)."""
+        if not self.recipe.chase.shrink or self.chase is None or not self.channel_groups:
+            return None
+        from train.shrink import Shrinker
+
+        return Shrinker(self.model, self.channel_groups, self.optimizer)
+
+    def _wrap(self) -> None:
+        """The DDP wrapper around the model (again after the model shrank)."""
+        self.net = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _shrink(self, events: list[dict], epoch: int) -> None:
+        """After a channel event, rebuild the model smaller when the rule says so (every rank
+        decides alike: the alive channels agree, which the controller has just checked)."""
+        channel_steps = [e["step"] for e in events if e["event"] == "channels"]
+        if self.shrinker is None or not channel_steps or self.chase is None:
+            return
+        alive = self.chase.alive_channels()
+        last = self.chase.timeline.last_channel_event() in channel_steps
+        if not self.shrinker.due(alive, last) or not self.shrinker.rebuild(alive):
+            return
+        self._after_rebuild()
+        self.shrink_steps.append(self.step)
+        self.metrics.write(
+            {
+                "event": "shrink",
+                "epoch": epoch + 1,
+                "step": self.step,
+                "channels": self.shrinker.built_channels(),
+                "channels_total": self.shrinker.channels_total,
+                "params": self.shrinker.param_count(),
+            }
+        )
+
+    def _after_rebuild(self) -> None:
+        assert self.chase is not None and self.shrinker is not None
+        self.chase.rebind(self.shrinker)
+        self._wrap()
 
     def _channel_groups(self) -> Sequence[ChannelGroup]:
         cfg = self.recipe.chase
@@ -263,10 +308,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             skipped = self._backward_and_step(loss)
             if self.chase is not None:
-                for event in self.chase.after_step(self.step, skipped=skipped):
+                events = self.chase.after_step(self.step, skipped=skipped)
+                for event in events:
                     self.metrics.write(
                         {"epoch": epoch + 1, **event} if "epoch" not in event else event
                     )
+                self._shrink(events, epoch)
             losses.append(loss.detach())
             bar.update(loss=lambda: float(losses[-1]), lr=lr)
             self._debug_kill()
@@ -349,9 +396,15 @@ class Trainer:
         where = os.environ.get(DEBUG_DUMP_ENV)
         if where:
             state = {k: v.detach().cpu() for k, v in self._replica_state().items()}
+            state.update({k: v.detach().cpu() for k, v in self._dense_state().items()})
             torch_save(
                 Path(where) / f"rank{self.dist.rank}.pt",
-                {"rank": self.dist.rank, "world": self.dist.world, "state": state},
+                {
+                    "rank": self.dist.rank,
+                    "world": self.dist.world,
+                    "state": state,
+                    "shrink_steps": list(self.shrink_steps),
+                },
             )
 
     # ------------------------------------------------------------------ state
@@ -364,6 +417,12 @@ class Trainer:
     def _plan(self) -> ChannelPlan:
         return self.chase.channel_plan() if self.chase is not None else empty_plan()
 
+    def _dense_state(self) -> dict[str, torch.Tensor]:
+        """The model's state_dict in its original shapes (a shrunk model's removed entries 0)."""
+        if self.shrinker is not None:
+            return self.shrinker.dense_state_dict()
+        return self.model.state_dict()
+
     def _checkpoint(self, *, full: bool) -> dict[str, Any]:
         masks = (
             {k: v.detach().cpu() for k, v in self.chase.masks.items()}
@@ -372,7 +431,7 @@ class Trainer:
         )
         ckpt: dict[str, Any] = {
             "model": {"name": self.recipe.model.name, "kwargs": dict(self.recipe.model.kwargs)},
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in self._dense_state().items()},
             "masks": masks,
             "channel_plan": self._plan().to_dict(),
             "recipe": self.recipe.to_dict(),
@@ -382,8 +441,13 @@ class Trainer:
         }
         if full:
             ckpt["world_size"] = self.dist.world
-            ckpt["optimizer"] = _to_cpu(self.optimizer.state_dict())
+            shrinker = self.shrinker
+            if shrinker is None:
+                ckpt["optimizer"] = _to_cpu(self.optimizer.state_dict())
+            else:  # dense shapes: it loads into the unshrunk model's optimizer
+                ckpt["optimizer"] = _to_cpu(shrinker.dense_optimizer_state())
             ckpt["chase"] = _to_cpu(self.chase.state_dict()) if self.chase is not None else None
+            ckpt["shrink"] = _to_cpu(shrinker.state_dict()) if shrinker is not None else None
             ckpt["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
             ckpt["rng"] = {
                 "torch": torch.get_rng_state(),
@@ -450,6 +514,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.chase is not None:
             self.chase.load_state_dict(ckpt["chase"])
+        if self.shrinker is not None and self.shrinker.load_state_dict(ckpt.get("shrink")):
+            self._after_rebuild()  # the same shapes the run had when it saved last.pt
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())

@@ -95,6 +95,11 @@ class RunDir:
     def widths_png(self) -> Path:
         return self.path / "widths.png"
 
+    @property
+    def epoch_time_png(self) -> Path:
+        """Seconds per epoch of a shrinking run (and of its masked twin)."""
+        return self.path / "epoch_time.png"
+
     # -- analyze and ablate ---------------------------------------------------------------------
     @property
     def analysis(self) -> Path:

@@ -62,6 +62,27 @@ class Cut:
             out = out.index_select(dim, index.to(out.device))
         return out
 
+    def restore(self, tensor: Tensor, shape: Sequence[int], fill: float = 0.0) -> Tensor:
+        """The inverse of ``apply``: ``tensor`` (cut) put back at its original positions in a new
+        tensor of the original ``shape``; the removed entries are ``fill``. Exact (a scatter)."""
+        out = tensor
+        grouped_cols = self.grouped[1].shape[1] if self.grouped is not None else None
+        for dim, index in sorted(self.dims.items(), reverse=True):
+            size = list(out.shape)
+            size[dim] = grouped_cols if dim == 1 and grouped_cols is not None else shape[dim]
+            full = out.new_full(size, fill)
+            full.index_copy_(dim, index.to(out.device), out)
+            out = full
+        if self.grouped is not None:
+            groups, cols = self.grouped
+            full = out.new_full(tuple(shape), fill)
+            rows = shape[0] // groups
+            for g in range(groups):
+                block = slice(g * rows, (g + 1) * rows)
+                full[block].index_copy_(1, cols[g].to(out.device), out[block])
+            out = full
+        return out
+
 
 @dataclass
 class SliceResult:
