@@ -207,8 +207,16 @@ def test_prune_skip_prunes_streams_jointly() -> None:
     _plan_consistent(net, chase)
 
 
-def test_resume_is_bit_for_bit() -> None:
-    cfg = ChaseConfig(**{**BASE, "criterion": "random"})
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        # SET-style random growth and the cosine drop fraction that stops at 75 % of training.
+        {"growth": "random", "drop_fraction": 0.3, "drop_until": 0.75, "scope": "layerwise"},
+    ],
+)
+def test_resume_is_bit_for_bit(overrides: dict) -> None:
+    cfg = ChaseConfig(**{**BASE, "criterion": "random", **overrides})
     net, opt, chase = _setup(cfg)
     full_events = _train(net, opt, chase, range(1, 51))
 
