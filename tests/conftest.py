@@ -69,3 +69,25 @@ def train_run(tmp: Path, name: str, **sections) -> Path:
     result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     return out
+
+
+def assert_same_run(ref: Path, out: Path) -> None:
+    """Two run directories ended bit-identical: final weights, masks, channel plan, and every
+    metrics line but its wall time (what an exact resume must reproduce)."""
+    from train.checkpoint import load_checkpoint
+    from train.metrics import read_metrics
+
+    a, b = load_checkpoint(ref / "final.pt"), load_checkpoint(out / "final.pt")
+    assert a["progress"] == b["progress"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert a["masks"].keys() == b["masks"].keys() and len(a["masks"]) > 0
+    for key in a["masks"]:
+        assert torch.equal(a["masks"][key], b["masks"][key]), key
+    assert a["channel_plan"] == b["channel_plan"]
+
+    def strip(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(path)]
+
+    assert strip(ref / "metrics.jsonl") == strip(out / "metrics.jsonl")

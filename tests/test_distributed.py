@@ -58,6 +58,18 @@ def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]  # fmt: skip
 
 
+def _train_dumping(recipe: Path, out: Path, dump: Path) -> str:
+    """Run a 2-process job whose ranks dump their final state into ``dump``; its stderr."""
+    proc = subprocess.run(
+        _train(recipe, out),
+        env=_env(CHASE_DEPLOY_DEBUG_DUMP_DIR=str(dump)),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
 def _train(recipe: Path, out: Path, *extra: str) -> list[str]:
     return _torchrun("-m", "chase_deploy", "train", str(recipe), "--out", str(out), "--device", "cpu", *extra)  # fmt: skip
 
@@ -91,14 +103,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         chase={"explore_until": 3, "update_every": 4, "channel_every": 4},
     )
     out, dump = root / "ref", root / "dump"
-    proc = subprocess.run(
-        _train(recipe, out),
-        env=_env(CHASE_DEPLOY_DEBUG_DUMP_DIR=str(dump)),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"root": root, "recipe": recipe, "out": out, "dump": dump, "log": proc.stderr}
+    log = _train_dumping(recipe, out, dump)
+    return {"root": root, "recipe": recipe, "out": out, "dump": dump, "log": log}
 
 
 # ------------------------------------------------------------------------------- torchrun jobs
@@ -281,13 +287,7 @@ def test_shrunk_ranks_rebuild_together_and_match_the_masked_run(
     recipe = tmp_path / "shrink.yaml"
     recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
     out, dump = tmp_path / "out", tmp_path / "dump"
-    proc = subprocess.run(
-        _train(recipe, out),
-        env=_env(CHASE_DEPLOY_DEBUG_DUMP_DIR=str(dump)),
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _train_dumping(recipe, out, dump)
     rank0 = torch.load(dump / "rank0.pt", weights_only=True)
     rank1 = torch.load(dump / "rank1.pt", weights_only=True)
     shrinks = [e["step"] for e in read_metrics(out / "metrics.jsonl") if e["event"] == "shrink"]

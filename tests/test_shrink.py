@@ -33,7 +33,7 @@ from torch import nn
 
 from chase_deploy.cli import main
 from chase_deploy.slim import slim_checkpoint
-from tests.conftest import train_run, write_recipe
+from tests.conftest import assert_same_run, train_run, write_recipe
 from tests.derived_groups import groups_for, registry_case
 from train.chase import Chase
 from train.checkpoint import load_checkpoint
@@ -366,15 +366,7 @@ def test_shrunk_run_resumed_after_sigkill_is_bit_identical(tmp_path: Path) -> No
     subprocess.run(
         _train_cmd(recipe, out, "--resume", "auto"), check=True, env=env, capture_output=True
     )
-    a, b = load_checkpoint(ref / "final.pt"), load_checkpoint(out / "final.pt")
-    assert a["progress"] == b["progress"]
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    for key in a["masks"]:
-        assert torch.equal(a["masks"][key], b["masks"][key]), key
-    assert a["channel_plan"] == b["channel_plan"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(read_metrics(ref / "metrics.jsonl")) == strip(read_metrics(out / "metrics.jsonl"))
+    assert_same_run(ref, out)
 
 
 def _train_cmd(recipe: Path, out: Path, *extra: str) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from chase_deploy.cli import main
-from tests.conftest import write_recipe
+from tests.conftest import assert_same_run, write_recipe
 from train.checkpoint import load_checkpoint
 
 EPOCH_KEYS = {
@@ -174,15 +174,4 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     subprocess.run(
         _train_cmd(recipe, out, "--resume", "auto"), check=True, env=env, capture_output=True
     )
-    a, b = load_checkpoint(ref / "final.pt"), load_checkpoint(out / "final.pt")
-    assert a["progress"] == b["progress"]
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    assert a["masks"].keys() == b["masks"].keys() and len(a["masks"]) > 0
-    for key in a["masks"]:
-        assert torch.equal(a["masks"][key], b["masks"][key]), key
-    assert a["channel_plan"] == b["channel_plan"]
-    ref_lines = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
-    out_lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(ref_lines) == strip(out_lines)
+    assert_same_run(ref, out)
