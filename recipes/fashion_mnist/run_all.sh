@@ -13,7 +13,8 @@
 # then slims every channel-pruned run and dense/seed0 (`--round-to 8`, and the sweep also with
 # `--round-to 16` into slim16/: ONNX Runtime's AVX-512 kernels work in blocks of 16 channels),
 # benchmarks the Figure 1 models in one interleaved ONNX Runtime CPU run (RUNS/fig1_bench.json),
-# analyses chase_unstructured/seed0 (Figure 2) and writes RUNS/results.md and RUNS/fig1.png. Each
+# analyses chase_unstructured/seed0 (Figure 2), runs the channel-criterion study on the density-0.3
+# runs (RUNS/ablate_d03, Table 2) and writes RUNS/results.md and RUNS/fig1.png. Each
 # stage is skipped when its output exists, and an interrupted training resumes from its last
 # epoch, so the script can simply be rerun.
 set -uo pipefail
@@ -88,5 +89,11 @@ fi
 if [ ! -f "$RUNS/chase_unstructured/seed0/analysis/summary.md" ]; then
   chase-deploy analyze "$RUNS/chase_unstructured/seed0" > "$RUNS/logs/analyze.log" 2>&1
 fi
+# The paper's Table 2 on the density-0.3 runs: every criterion, one-shot, BN re-estimated, 3 seeds.
+if [ ! -f "$RUNS/ablate_d03/ablate.md" ]; then
+  echo "$(date +%T) ablate"
+  chase-deploy ablate "$RUNS/chase_unstructured_d03/seed{seed}" --seeds 0,1,2 \
+    --out "$RUNS/ablate_d03" > "$RUNS/logs/ablate_d03.log" 2>&1 || echo "FAILED ablate"
+fi
 python "$HERE/results_table.py" "$RUNS" --plot "$RUNS/fig1.png" > "$RUNS/results.md"
-echo "$(date +%T) done: $RUNS/results.md, $RUNS/fig1.png, $RUNS/chase_unstructured/seed0/analysis/"
+echo "$(date +%T) done: $RUNS/results.md, $RUNS/fig1.png, $RUNS/chase_unstructured/seed0/analysis/, $RUNS/ablate_d03/"
