@@ -107,9 +107,9 @@ def _config(case: str, **overrides) -> tuple[ChaseConfig, float]:
     return cfg, (0.001 if case in LARGE else 0.01)
 
 
-def _train_twins(case: str, **overrides) -> tuple[Twin, Twin]:
+def _train_twins(case: str, prune_skip: bool = False, **overrides) -> tuple[Twin, Twin]:
     name, kwargs, shape = CASES[case]
-    groups = list(groups_for(name, shape, **kwargs))
+    groups = list(groups_for(name, shape, prune_skip, **kwargs))
     cfg, lr = _config(case, **overrides)
     masked = Twin(name, kwargs, groups, cfg, lr, shrink=False)
     shrunk = Twin(name, kwargs, groups, cfg, lr, shrink=True)
@@ -131,6 +131,19 @@ def _out_width(module: nn.Module) -> int:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_shrunk_training_equals_masked_training(case: str) -> None:
     _check_twins(case, *_train_twins(case))
+
+
+@pytest.mark.parametrize("case", ["resnet20", "resnet_quick", "mobilenet_v2_se"])
+def test_shrunk_equals_masked_with_prune_skip(case: str) -> None:
+    """With ``prune_skip`` the residual streams are groups too: a stream's producers (the stem,
+    every block's last conv and projection), its norms and every consumer that reads it shrink
+    together."""
+    masked, shrunk = _train_twins(case, prune_skip=True)
+    streams = [g for g in shrunk.shrinker.groups if len(g.producers) > 1]
+    assert streams
+    alive = dict(zip(map(id, shrunk.shrinker.groups), shrunk.chase.alive, strict=True))
+    assert any(int(alive[id(g)].sum()) < g.width for g in streams)  # a stream did shrink
+    _check_twins(case, masked, shrunk)
 
 
 @pytest.mark.parametrize("case", ["resnet20", "mobilenet_v2_se"])

@@ -2,7 +2,7 @@
 
     python tests/perf/shrink_bench.py [--models resnet50_cifar,vgg19] [--batch 32]
         [--steps-per-epoch 6] [--epochs 8] [--prune-epochs 4] [--threads 1] [--align 1]
-        [--json OUT.json]
+        [--prune-skip 0] [--json OUT.json]
 
 Per model, two child processes train the same recipe from the same seed on CIFAR-shaped synthetic
 data (3x32x32, 10 classes) with the real trainer: one masked (``chase.shrink: false``), one
@@ -71,6 +71,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--explore-every", type=int, default=0, help="ΔT_p in steps; 0: none")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--align", type=int, default=1, help="chase.align: widths in multiples of this")
+    p.add_argument(
+        "--prune-skip", type=int, default=0, help="chase.prune_skip (1: the streams too)"
+    )
     p.add_argument("--out", default=None, help="keep the two run directories here")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -103,6 +106,7 @@ def _recipe(name: str, args: argparse.Namespace, shrink: bool) -> dict:
             "explore_until": args.prune_epochs,
             "shrink": shrink,
             "align": args.align,
+            "prune_skip": bool(args.prune_skip),
         },
     }
 
@@ -126,6 +130,7 @@ def _compare(name: str, args: argparse.Namespace) -> dict:
             "explore_every",
             "threads",
             "align",
+            "prune_skip",
         ):
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
