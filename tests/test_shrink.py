@@ -394,6 +394,20 @@ def test_shrink_needs_channel_pruning(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("align", "noted"), [(1, True), (2, True), (8, False)])
+def test_shrink_with_irregular_widths_is_noted(tmp_path: Path, align: int, noted: bool) -> None:
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        model={"name": "resnet_quick", "width": 8},
+        train={"epochs": 1},
+        chase={"shrink": True, "align": align, "explore_until": 1},
+    )
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    note = f"note: chase.shrink with chase.align {align}: irregular widths run slowly"
+    assert (note in result.output) is noted
+
+
 def test_report_plots_the_epoch_times_beside_the_masked_twin(
     twin_runs: dict, tmp_path: Path
 ) -> None:

@@ -250,6 +250,12 @@ class Trainer:
         )
         if self.groups_note:
             log(self.groups_note, self.main)
+        if self.recipe.chase.shrink and self.recipe.chase.align < 8:
+            log(
+                f"note: chase.shrink with chase.align {self.recipe.chase.align}: irregular widths "
+                "run slowly on CPU and GPU kernels; chase.align: 8 keeps the speed",
+                self.main,
+            )
         while self.epoch < epochs:
             start = time.perf_counter()
             train_loss = self._train_epoch(self.epoch)
