@@ -55,6 +55,20 @@ def _batch(t: int):
     return torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
 
 
+def _train(net, opt, chase: Chase, steps: int) -> list[dict]:
+    """``steps`` plain training steps with the controller around the optimizer; its events."""
+    events = []
+    for t in range(1, steps + 1):
+        x, y = _batch(t)
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        chase.before_step(t)
+        opt.step()
+        events += chase.after_step(t)
+    return events
+
+
 def _smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.zeros(scores.numel(), dtype=torch.bool)
     out[torch.argsort(scores.flatten(), stable=True)[:k]] = True
@@ -121,14 +135,7 @@ def test_set_growth_is_random_but_seeded() -> None:
     runs = []
     for growth in ("random", "random", "gradient"):
         net, opt, chase = _setup(ChaseConfig(**BASELINE, growth=growth))
-        for t in range(1, 13):
-            x, y = _batch(t)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            chase.before_step(t)
-            opt.step()
-            chase.after_step(t)
+        _train(net, opt, chase, 12)
         runs.append(chase.masks)
     assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])  # same seed, same masks
     assert not all(torch.equal(runs[0][n], runs[2][n]) for n in runs[0])  # SET is not RigL
@@ -152,15 +159,7 @@ def test_chase_defaults_keep_the_released_exchange_rate() -> None:
         None,
     )
     net, opt, chase = _setup(cfg, explore_until=4)
-    events = []
-    for t in range(1, 61):
-        x, y = _batch(t)
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        chase.before_step(t)
-        opt.step()
-        events += chase.after_step(t)
+    events = _train(net, opt, chase, 60)
     phase_b = [e for e in events if e["phase"] == "B"]
     assert [e["step"] for e in phase_b] == [42, 48, 54]
     for e in phase_b:
@@ -220,15 +219,7 @@ def test_the_controller_fires_channel_events_between_explorations() -> None:
         growth_extra=0.1,
     )
     net, opt, chase = _setup(cfg, explore_until=4)
-    events = []
-    for t in range(1, 61):
-        x, y = _batch(t)
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        chase.before_step(t)
-        opt.step()
-        events += chase.after_step(t)
+    events = _train(net, opt, chase, 60)
     assert [e["step"] for e in events if e["event"] == "channels"] == [9, 21, 33]
     assert [e["step"] for e in events if e["event"] == "exploration"] == list(range(6, 60, 6))
     channel_events = [e for e in events if e["event"] == "channels"]

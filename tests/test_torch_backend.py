@@ -12,7 +12,7 @@ import pytest
 import torch
 from bench_models import conv_net
 from click.testing import CliRunner
-from torch_models import masked_net, sliced_by_hand, write_pt2
+from torch_models import dense_and_slim, masked_net, write_pt2
 
 from chase_deploy.backends import get_backend
 from chase_deploy.backends.base import random_inputs
@@ -20,17 +20,11 @@ from chase_deploy.cli import main
 from chase_deploy.errors import BadInput
 
 DROPPED = (1, 4, 6)
-KEPT = [c for c in range(8) if c not in DROPPED]
 
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    """dense.pt2 (masked) and slim.pt2 (sliced by hand): equal outputs, fewer channels."""
-    folder = tmp_path_factory.mktemp("pt2")
-    masked = masked_net(dropped=DROPPED)
-    dense = write_pt2(folder / "dense.pt2", masked)
-    slim = write_pt2(folder / "slim.pt2", sliced_by_hand(masked, KEPT))
-    return {"dense": dense, "slim": slim, "masked": masked}
+    return dense_and_slim(tmp_path_factory.mktemp("pt2"), DROPPED)
 
 
 def bench(*args):

@@ -10,14 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch_models import masked_net, sliced_by_hand, write_pt2
+from torch_models import dense_and_slim
 
 from chase_deploy.backends import get_backend, missing_pieces
 from chase_deploy.backends.base import random_inputs
 from chase_deploy.bench import benchmark
 
 DROPPED = (1, 4, 6)
-KEPT = [c for c in range(8) if c not in DROPPED]
 needs_cuda = pytest.mark.skipif(
     bool(missing_pieces("torch-cuda")), reason="needs torch with CUDA and an NVIDIA GPU"
 )
@@ -25,11 +24,7 @@ needs_cuda = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pt2")
-    masked = masked_net(dropped=DROPPED)
-    dense = write_pt2(folder / "dense.pt2", masked)
-    slim = write_pt2(folder / "slim.pt2", sliced_by_hand(masked, KEPT))
-    return {"dense": dense, "slim": slim, "masked": masked}
+    return dense_and_slim(tmp_path_factory.mktemp("pt2"), DROPPED)
 
 
 @needs_cuda

@@ -67,6 +67,16 @@ def write_pt2(path: Path, model: nn.Module, shape=(2, 3, 8, 8)) -> Path:
     return path
 
 
+def dense_and_slim(folder: Path, dropped=(1, 4, 6)) -> dict:
+    """dense.pt2 (the masked net) and slim.pt2 (sliced by hand) in ``folder``: equal outputs,
+    fewer channels; with the masked net itself."""
+    masked = masked_net(dropped=dropped)
+    kept = [c for c in range(8) if c not in dropped]
+    dense = write_pt2(folder / "dense.pt2", masked)
+    slim = write_pt2(folder / "slim.pt2", sliced_by_hand(masked, kept))
+    return {"dense": dense, "slim": slim, "masked": masked}
+
+
 def _conv(conv: nn.Conv2d, rows=None, cols=None) -> nn.Conv2d:
     weight = conv.weight.detach()
     weight = weight[rows] if rows is not None else weight
