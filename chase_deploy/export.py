@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import torch
 
-from chase_deploy.channel_graph import LAYER_OPS, torchscript_module_path
+from chase_deploy.graph.reading import LAYER_OPS, torchscript_module_path
 from chase_deploy.verify import is_lossless, session
 from train.errors import BadInput
 

@@ -70,7 +70,7 @@ def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[
     physically removed: the one place a physically smaller PyTorch model is made for ``slim.pt2``
     and the GPU check (``tests/gpu/prepare.py``).
 
-    The channel groups come from the model's graph (``channel_groups.analyze`` on inputs of
+    The channel groups come from the model's graph (``graph.analysis.analyze`` on inputs of
     ``sample_shape`` [C, H, W]), as in training, and ``train.slicing.slice_model`` rebuilds every
     member: producer rows and biases, norms, depthwise filters (``groups`` lowered), consumer
     columns (grouped, flattened or concatenated ones through their channel maps). ``plan`` is the
@@ -78,7 +78,7 @@ def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[
     groups are used only when the plan prunes a stream. A pruned layer no group holds is a
     ``ValueError`` naming it.
     """
-    from chase_deploy.channel_groups import analyze
+    from chase_deploy.graph.analysis import analyze
     from train.slicing import slice_model
 
     pruned = {key for key, entry in plan.layers.items() if entry.pruned}

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
-from bench_models import conv_net
 
 from chase_deploy.backends import ort_providers, probe
 from chase_deploy.backends.base import InputSpec
 from chase_deploy.backends.ort import BoundRun, OrtCudaBackend, OrtTensorrtBackend
+from tests.bench_models import conv_net
 
 DYNAMIC = [InputSpec("input", (None, 3, 8, 8), np.dtype(np.float32))]
 FIXED = [InputSpec("input", (2, 3, 8, 8), np.dtype(np.float32))]

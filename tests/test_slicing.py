@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import own_models
 import pytest
 import torch
-from slim_models import random_kept, randomize_bn
 from torch import nn
 
+from tests import own_models
 from tests.derived_groups import groups_for, registry_case
+from tests.slim_models import random_kept, randomize_bn
 from train.groups import ChannelGroup
 from train.models import create_model, list_models
 from train.plan import ChannelPlan, LayerPlan

@@ -84,7 +84,7 @@ class Chase:
     """Channel-aware dynamic sparse training of ``model`` (already on its device).
 
     ``groups`` are the prunable channel groups (``train.groups``), read from the model's graph by
-    ``chase_deploy.channel_groups.derive_groups``; empty for unstructured Chase."""
+    ``chase_deploy.graph.analysis.derive_groups``; empty for unstructured Chase."""
 
     def __init__(
         self,

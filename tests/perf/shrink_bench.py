@@ -211,7 +211,7 @@ def _child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.config import recipe_from_dict
     from train.distributed import DistInfo
     from train.loop import Trainer

@@ -1,7 +1,7 @@
 """ONNX channel surgery: remove the channels a plan prunes, on the graph alone.
 
 ``slim_model`` finds each plan key's layer, follows the kept channels through the graph
-(``channel_flow``), optionally widens kept sets to a multiple of ``round_to``, slices every
+(``chase_deploy.graph.walk``), optionally widens kept sets to a multiple of ``round_to``, slices every
 affected constant, then clears stale shapes, re-infers them and runs the full ONNX checker. Graph
 inputs and outputs (and so the dynamic batch axis) are never touched.
 """
@@ -15,8 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from chase_deploy.channel_flow import ChannelPass, Flow
-from chase_deploy.channel_graph import (
+from chase_deploy.graph.reading import (
     constant_name,
     constant_values,
     find_layers,
@@ -24,6 +23,8 @@ from chase_deploy.channel_graph import (
     weight_axes,
     with_shapes,
 )
+from chase_deploy.graph.tracks import Flow
+from chase_deploy.graph.walk import walk
 from train.errors import BadInput
 from train.groups import lcm
 from train.plan import ChannelPlan, LayerPlan
@@ -79,7 +80,7 @@ def _run(graph: gs.Graph, layers: dict[str, list[gs.Node]], plan: ChannelPlan) -
                     f"plan layers {starts[id(node)][0]!r} and {key!r} name the same layer"
                 )
             starts[id(node)] = (key, np.asarray(entry.kept, dtype=np.int64))
-    return ChannelPass(graph, starts).run()
+    return walk(graph, starts).flow
 
 
 def _round_plan(
@@ -124,13 +125,11 @@ def _apply(graph: gs.Graph, flow: Flow) -> None:
         _replace(graph, names, edit.node, edit.index, new)
     for edit in flow.values:
         _replace(graph, names, edit.node, edit.index, edit.values)
-    for node, group in flow.groups:
-        node.attrs["group"] = group
-    for node, key, value in flow.attrs:
-        if value is None:
-            node.attrs.pop(key, None)
+    for edit in flow.attrs:
+        if edit.value is None:
+            edit.node.attrs.pop(edit.name, None)
         else:
-            node.attrs[key] = value
+            edit.node.attrs[edit.name] = edit.value
 
 
 def grouped_columns(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reading an ONNX graph for channel surgery: loading with clear errors, shapes, constants, and
+"""Reading an ONNX graph for the channel engine: loading with clear errors, shapes, constants, and
 finding the layer a plan key names.
 
 Everything here is read-only; ``surgery`` decides what to change.
