@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from chase_deploy.analyze import Run, open_run
 from chase_deploy.plots import plot_ablation
-from train import channels
+from train import channel_axes, channels
 from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
 from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
@@ -124,7 +124,7 @@ class Selector:
         self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
         self.stats = channels.GroupStats.of(
-            [[channels.output_rows(modules[p]) for p in g.producers] for g in self.groups],
+            [[channel_axes.output_rows(modules[p]) for p in g.producers] for g in self.groups],
             [channels.norm_scales(modules, g) for g in self.groups],
         )
         self.total = sum(g.width for g in self.groups)

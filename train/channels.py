@@ -52,11 +52,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from train.channel_axes import CONV_TRANSPOSE, channel_axes, grouped_mask, weight_channels
 from train.groups import ChannelGroup, ChannelMap, Member
 from train.masks import MASKABLE
 from train.rounding import round_nearest, round_up
-
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 _EPS = 1e-9
 
@@ -67,13 +66,6 @@ def channel_stats(weights: Sequence[Tensor]) -> tuple[Tensor, Tensor, int]:
     nonzero = sum((w.detach() != 0).flatten(1).sum(1) for w in weights)
     fan = sum(w[0].numel() for w in weights)
     return abs_sum, nonzero, fan
-
-
-def output_rows(module: nn.Module, weight: Tensor | None = None) -> Tensor:
-    """A layer's weight (or ``weight``, shaped like it) with its output channels on dim 0 (a
-    ConvTranspose keeps them on 1)."""
-    weight = module.weight.detach() if weight is None else weight
-    return weight.transpose(0, 1) if isinstance(module, _CONV_T) else weight
 
 
 def norm_scales(modules: Mapping[str, nn.Module], group: ChannelGroup) -> Tensor | None:
@@ -337,7 +329,7 @@ def select_units(
             unit_of[idx] = base + ranks
         count_g = len(unit_keys[-1])
         unit_group.append(torch.full((count_g,), g, dtype=torch.long, device=device))
-        step = round_to * s // math.gcd(round_to, s) // s
+        step = math.lcm(round_to, s) // s
         unit_alive.append(count_g)
         unit_floor.append(min(count_g, round_up(math.ceil(floors[g] / s), step)))
         unit_round.append(step)
@@ -403,37 +395,26 @@ class ChannelLayout:
         module = modules.get(member.name)
         if member.kind in ("norm", "tensor"):
             return
-        transposed = isinstance(module, _CONV_T)
-        if not isinstance(module, MASKABLE + _CONV_T):
+        if not isinstance(module, MASKABLE + CONV_TRANSPOSE):
             raise ValueError(
                 f"channel group {group.name!r}: {member.role} {member.name!r} is not a "
                 f"Conv/Linear module"
             )
-        weight = module.weight
-        if member.role == "consumer":
-            dim = 0 if transposed else 1
-            segments = member.segments
-            size = weight.shape[dim] * (segments if not transposed else 1)
-            if segments > 1 and getattr(module, "groups", 1) != segments:
-                raise ValueError(
-                    f"channel group {group.name!r}: {member.name} has groups="
-                    f"{getattr(module, 'groups', 1)}, not {segments}"
-                )
-            slots = [(f"{member.name}.weight", _Slot(gi, dim, member.map, group.width, segments))]
-        else:  # producer rows, depthwise carrier rows
-            dim = 1 if transposed else 0
-            size = weight.shape[dim] * (getattr(module, "groups", 1) if transposed else 1)
-            slot = _Slot(gi, dim, member.map, group.width)
-            slots = [(f"{member.name}.weight", slot)]
-            if getattr(module, "bias", None) is not None:
-                slots.append((f"{member.name}.bias", _Slot(gi, 0, member.map, group.width)))
+        if member.segments > 1 and getattr(module, "groups", 1) != member.segments:
+            raise ValueError(
+                f"channel group {group.name!r}: {member.name} has groups="
+                f"{getattr(module, 'groups', 1)}, not {member.segments}"
+            )
+        axes = channel_axes(module, member)  # the weight first, then a producer's bias
+        size = weight_channels(module, axes[0].dim)
         if member.map.size(group.width) != size:
             raise ValueError(
                 f"channel group {group.name!r}: {member.role} {member.name!r} has {size} "
                 f"channels where the group's map needs {member.map.size(group.width)}"
             )
-        for name, slot in slots:
-            self.slots.setdefault(name, []).append(slot)
+        for axis in axes:
+            slot = _Slot(gi, axis.dim, member.map, group.width, axis.segments)
+            self.slots.setdefault(axis.name, []).append(slot)
 
     def params_of(self, group: int) -> list[str]:
         return [name for name, slots in self.slots.items() if any(s.group == group for s in slots)]
@@ -452,8 +433,7 @@ class ChannelLayout:
                 per, g = shape[1], slot.segments
                 cols = torch.ones(per * g, dtype=torch.bool, device=keep.device)
                 cols[slot.map.positions(dead, slot.width)] = False
-                rows = shape[0] // g
-                grid = cols.view(g, 1, per).expand(g, rows, per).reshape(shape[0], per)
+                grid = grouped_mask(cols, g, shape[0] // g)
                 view = grid.view(shape[0], per, *([1] * (len(shape) - 2)))
             else:
                 line = torch.ones(shape[slot.dim], dtype=torch.bool, device=keep.device)

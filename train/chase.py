@@ -52,7 +52,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from train import channels, exploration
+from train import channel_axes, channels, exploration
 from train.amenable import amenable_fractions, channel_umm_ws
 from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
@@ -484,7 +484,7 @@ class Chase:
         stats = channels.GroupStats.of(
             [
                 [
-                    channels.output_rows(self._modules[n], self._dense(f"{n}.weight"))
+                    channel_axes.output_rows(self._modules[n], self._dense(f"{n}.weight"))
                     for n in gr.producers
                 ]
                 for gr in self._groups
@@ -585,7 +585,7 @@ class Chase:
                 if name in seen:
                     raise ValueError(f"channel group {g.name!r}: {name} produces two groups")
                 seen.add(name)
-            chunk = cfg.round_to * g.segments // math.gcd(cfg.round_to, g.segments)
+            chunk = math.lcm(cfg.round_to, g.segments)
             floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, chunk)
             out.append(
                 _Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor, g.segments)

@@ -25,7 +25,6 @@ the conv keeps its ``groups``. All indices are the ORIGINAL (unpruned) ones, as 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,10 +221,3 @@ class ModelGroups:
             "groups": [g.to_dict() for g in self.groups],
             "excluded": dict(self.excluded),
         }
-
-
-def lcm(values) -> int:
-    out = 1
-    for v in values:
-        out = out * int(v) // math.gcd(out, int(v))
-    return out

@@ -8,6 +8,7 @@ inputs and outputs (and so the dynamic batch axis) are never touched.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -25,8 +26,8 @@ from chase_deploy.graph.reading import (
 )
 from chase_deploy.graph.tracks import Flow
 from chase_deploy.graph.walk import walk
+from train.channel_axes import grouped_columns
 from train.errors import BadInput
-from train.groups import lcm
 from train.plan import ChannelPlan, LayerPlan
 from train.rounding import round_kept
 
@@ -100,7 +101,7 @@ def _round_plan(
         keys = sorted(group)
         ref = plan.layers[keys[0]]
         scores = sum(_scores(node) for k in keys for node in layers[k])
-        segments = lcm(flow.segments.get(k, 1) for k in keys)
+        segments = math.lcm(*(flow.segments.get(k, 1) for k in keys))
         kept = round_kept(ref.kept, ref.out_channels, round_to, scores, segments)
         for key in keys:
             new[key] = LayerPlan(plan.layers[key].out_channels, kept)
@@ -119,7 +120,7 @@ def _apply(graph: gs.Graph, flow: Flow) -> None:
     for edit in flow.slices:
         values = constant_values(edit.node.inputs[edit.index])
         if edit.segments > 1:
-            new = grouped_columns(values, edit.indices, edit.segments)
+            new = _take_grouped(values, edit.indices, edit.segments)
         else:
             new = np.take(values, edit.indices, axis=edit.axis)
         _replace(graph, names, edit.node, edit.index, new)
@@ -132,15 +133,14 @@ def _apply(graph: gs.Graph, flow: Flow) -> None:
             edit.node.attrs[edit.name] = edit.value
 
 
-def grouped_columns(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:
+def _take_grouped(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:
     """A grouped conv's weight [out, in/groups, k...] reading only the ``kept`` input channels
     (the same number in every group): each group's rows keep their own group's columns."""
-    out, per = weight.shape[0], weight.shape[1]
-    rows = out // groups
-    blocks = []
-    for g in range(groups):
-        cols = kept[(kept >= g * per) & (kept < (g + 1) * per)] - g * per
-        blocks.append(np.take(weight[g * rows : (g + 1) * rows], cols, axis=1))
+    rows, per = weight.shape[0] // groups, weight.shape[1]
+    blocks = [
+        np.take(weight[g * rows : (g + 1) * rows], cols, axis=1)
+        for g, cols in enumerate(grouped_columns(kept, groups, per))
+    ]
     return np.concatenate(blocks, axis=0)
 
 
