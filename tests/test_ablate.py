@@ -281,7 +281,7 @@ def test_seeds_need_a_placeholder_and_runs_must_match(runs, tmp_path: Path) -> N
 
 def test_slimming_removes_the_channels_with_the_smallest_norm_scale(runs) -> None:
     """Network Slimming: the BatchNorm after each producer ranks its channels by |gamma|."""
-    from train.channels import norm_scales
+    from train.channel_scores import norm_scales
 
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)

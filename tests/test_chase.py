@@ -92,7 +92,7 @@ class Invariants:
             assert not bool((self.dead[gi] & alive).any()), "a pruned channel came back"
             self.dead[gi] = ~alive
             dead = ~alive
-            assert int(alive.sum()) >= group.floor
+            assert int(alive.sum()) >= ch._pool.floors[gi]
             if cfg.round_to > 1:
                 assert int(alive.sum()) % cfg.round_to == 0 or int(alive.sum()) == group.width
             for name in group.producers:

@@ -20,7 +20,7 @@ from chase_deploy.verify import compare
 from tests import own_models
 from tests.conftest import write_recipe
 from tests.derived_groups import derive_cached
-from train.channels import grain
+from train.channel_selection import grain
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from train.config import load_recipe
 from train.loop import train

@@ -14,7 +14,7 @@ A grouped (non-depthwise) conv reading the channels splits its input axis: its w
 rows of conv group ``i // per``. Each conv group keeps its own columns (``grouped_columns``,
 ``grouped_mask``), the same number in each.
 
-The slicer (``train.slicing``), the controller's masks (``train.channels.ChannelLayout``) and the
+The slicer (``train.slicing``), the controller's masks (``train.channel_layout``) and the
 scores (``output_rows``) all ask here.
 """
 

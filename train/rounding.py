@@ -4,7 +4,7 @@ Irregular widths such as 63, 111 or 241 channels run barely faster than the dens
 kernels; multiples of 8 (tensor cores, vector units) run near the FLOP bound. This is one concept
 with one name in code, ``round_to``, applied at two points of the pipeline:
 
-- **Training** (``train.channels``): the controller removes channels only in whole chunks of
+- **Training** (``train.channel_selection``): the controller removes channels only in whole chunks of
   ``round_to``, so every prunable layer's width stays a multiple of it. The recipe spells this
   ``chase.align`` (the key is part of the recipe contract and stays); the controller reads it
   through ``ChaseConfig.round_to``. Default 1: the paper's behaviour, no rounding.

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from train.channel_axes import CONV, CONV_TRANSPOSE, ChannelAxis, channel_axes, grouped_columns
-from train.channels import ChannelLayout
+from train.channel_layout import ChannelLayout
 from train.groups import ChannelGroup, Member
 from train.plan import ChannelPlan
 
