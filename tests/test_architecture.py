@@ -1,6 +1,6 @@
 """Architecture rules, checked on the source with ``ast`` so that lazy imports are seen too.
 
-1. ``train`` never imports ``chase_deploy``: training works without ONNX installed (DESIGN.md).
+1. ``train`` never imports ``chase_deploy``: training works without ONNX installed.
 2. ``click`` is imported only by the CLI layer, ``chase_deploy/cli.py`` and
    ``chase_deploy/commands/``; the libraries take typed values.
 3. Neither package has an import cycle. Every import counts, at module level and inside

@@ -10,7 +10,7 @@ It ties the pieces together and owns the state; the pieces live in their own mod
     optimizer.step()
     events = chase.after_step(t)         # re-mask; channel event / exploration when due
 
-Choices beyond the paper (see CHASE.md for the algorithm):
+Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as implemented):
 
 - Budget B = round(d·N); the initial masks hold exactly B weights.
 - On an AMP-skipped step (``skipped=True``) nothing but the re-mask happens; an event that was due
@@ -215,7 +215,7 @@ class Chase:
         return {gr.name: a for gr, a in zip(self._groups, self.alive, strict=True)}
 
     def channel_plan(self) -> ChannelPlan:
-        """Kept output channels of every producer that lost some (the DESIGN.md contract)."""
+        """Kept output channels of every producer that lost some (``docs/file-formats.md``)."""
         return plan_from_groups([(gr.producers, gr.width) for gr in self._groups], self.alive)
 
     # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Channel plans: which output channels each producing layer keeps (the contract of DESIGN.md).
+"""Channel plans: which output channels each producing layer keeps (``docs/file-formats.md``).
 
 Training produces the plan (``plan_from_groups``: the Chase controller's alive channels, written to
 ``channel_plan.json`` and into every checkpoint) and ``slim`` consumes it, so the one typed
