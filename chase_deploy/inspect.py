@@ -53,11 +53,12 @@ def _inspect_checkpoint(path: Path) -> dict[str, Any]:
 
 def _sized(model):
     """Give dynamic height/width the size slim would verify at, so FLOPs count; as is if none."""
+    from chase_deploy.backends.modelfile import onnx_inputs
     from chase_deploy.graph.reading import with_input_dims
-    from chase_deploy.verify import feed_shapes, graph_inputs, session
+    from chase_deploy.verify import feed_shapes, session
     from train.errors import BadInput
 
-    if not any(d is None for i in graph_inputs(model) for d in i.dims[1:]):
+    if not any(d is None for i in onnx_inputs(model) for d in i.shape[1:]):
         return model
     try:
         _, rounds = feed_shapes(model, session(model))

@@ -19,8 +19,8 @@ from chase_deploy.bench import (
     write_results,
 )
 from chase_deploy.commands.params import BatchSizes
-from chase_deploy.errors import BadInput
 from tests.bench_models import conv_net
+from train.errors import BadInput
 
 RESULT_KEYS = {"model", "backend", "batch", "latency_ms", "throughput", "speedup"}
 LATENCY_KEYS = {"median", "mean", "p90", "p99", "min"}

@@ -196,7 +196,7 @@ def test_ort_cuda_outputs_are_bound_once_outside_the_timed_loop(monkeypatch):
 
 def test_ort_backend_options_are_refused(tmp_path):
     from chase_deploy.backends import get_backend
-    from chase_deploy.errors import BadInput
+    from train.errors import BadInput
 
     with pytest.raises(BadInput, match=re.escape("backend ort-cpu takes no precision option")):
         get_backend("ort-cpu", precision="bf16")

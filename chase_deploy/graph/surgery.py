@@ -27,7 +27,7 @@ from chase_deploy.graph.reading import (
 from chase_deploy.graph.tracks import Flow
 from chase_deploy.graph.walk import walk
 from train.channel_axes import grouped_columns
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 from train.plan import ChannelPlan, LayerPlan
 from train.rounding import round_kept
 
@@ -186,9 +186,8 @@ def _finish(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
         )
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # onnx raises several C++-backed types
-        text = " ".join(str(e).split())[:240]
         raise BadInput(
-            f"the slimmed graph fails ONNX checks ({text}); an op between pruned layers is not "
+            f"the slimmed graph fails ONNX checks ({one_line(e)}); an op between pruned layers is not "
             f"channel-preserving: leave those layers out of the plan"
         ) from None
     _check_outputs(original, model)

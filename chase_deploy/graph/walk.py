@@ -24,6 +24,7 @@ from chase_deploy.graph import rules  # noqa: F401 - registers the built-in rule
 from chase_deploy.graph.registry import RULES
 from chase_deploy.graph.state import Live, PassState, Start
 from chase_deploy.graph.stops import ChannelStop, graph_output, unsupported
+from train.errors import one_line
 
 
 def walk(graph: gs.Graph, starts: dict[int, Start], probe: bool = False) -> PassState:
@@ -50,7 +51,7 @@ def walk(graph: gs.Graph, starts: dict[int, Start], probe: bool = False) -> Pass
         except Exception as e:  # noqa: BLE001 - probing any model: name the layers, go on
             if not probe:
                 raise
-            why = " ".join(str(e).split())[:160] or type(e).__name__
+            why = one_line(e, 160)
             raise ChannelStop(
                 why, node, _involved(live, start), f"node {node.name} ({node.op}): {why}"
             ) from None
