@@ -3,16 +3,18 @@
 A pytest plugin records, while the suite runs, every graph the suite slims or costs (the ONNX
 model saved under ``DIR/cases/``, the plan, ``round_to``) with a sha256 of the result (the
 slim.onnx bytes, the applied plan, the coupled layers; or the error), and a sha256 of every
-group analysis keyed by the graph's structure (initializer values left out: groups do not depend
-on them, and some tests draw unseeded weights)::
+group analysis, in the order each test asks for them::
 
     CHASE_GOLDEN_DIR=/tmp/before python -m pytest -q -p tests.graph.golden   # on the old tree
     python -m tests.graph.golden replay /tmp/before     # the saved cases through this tree
     CHASE_GOLDEN_DIR=/tmp/after python -m pytest -q -p tests.graph.golden    # on the new tree
-    python -m tests.graph.golden compare /tmp/before /tmp/after   # the analyses of both runs
+    python -m tests.graph.golden compare /tmp/before /tmp/after [OLD=NEW ...]  # test by test
 
-``replay`` and ``compare`` exit 1 on any difference. Recording an older tree that still has the
-pre-``graph/`` layout needs its own copy of this plugin pointed at that layout's module names.
+Analyses are compared per test rather than by their input graph: an exported graph carries
+source paths (which differ between two checkouts) and some tests draw unseeded weights, while
+the groups depend on neither. ``replay`` and ``compare`` exit 1 on any difference. Recording an
+older tree that still has the pre-``graph/`` layout needs its own copy of this plugin pointed at
+that layout's module names.
 """
 
 from __future__ import annotations
@@ -49,18 +51,6 @@ def slim_value(result) -> str:
 
 def costs_value(costs) -> str:
     return _sha(repr(costs))
-
-
-def structure(model: onnx.ModelProto) -> bytes:
-    """The model without its floating-point initializer values."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-    for init in copy.graph.initializer:
-        if init.data_type in (*floats, onnx.TensorProto.DOUBLE):
-            for name in ("raw_data", "float_data", "double_data", "int32_data"):
-                init.ClearField(name)
-    return _bytes(copy)
 
 
 # -- recording (the pytest plugin) -----------------------------------------------------------
@@ -119,17 +109,15 @@ def pytest_configure(config) -> None:
     init, groups = cls.__init__, cls.groups
 
     def recorded_init(self, proto, model, sample_shape):
-        self._golden_key = _sha(structure(proto), str(model), sample_shape)
         try:
             init(self, proto, model, sample_shape)
         except Exception as e:
-            _record(kind="analysis", key=self._golden_key, value=f"{type(e).__name__}: {e}")
+            _record(kind="analysis", value=f"{type(e).__name__}: {e}")
             raise
 
     def recorded_groups(self, prune_skip=False):
         result = groups(self, prune_skip)
-        value = _sha(json.dumps(result.to_dict(), sort_keys=True))
-        _record(kind="groups", key=_sha(self._golden_key, prune_skip), value=value)
+        _record(kind="groups", value=_sha(json.dumps(result.to_dict(), sort_keys=True)))
         return result
 
     cls.__init__, cls.groups = recorded_init, recorded_groups
@@ -173,29 +161,34 @@ def replay(folder: Path) -> int:
     return differ
 
 
-def compare(before: Path, after: Path) -> int:
-    """Compare the analyses two recorded runs share; the number of keys that differ."""
+def compare(before: Path, after: Path, renamed: dict[str, str] | None = None) -> int:
+    """Compare, test by test, the analyses of two recorded runs (``renamed`` maps an old test
+    file to its new path); the number of tests whose analyses differ."""
+    renamed = renamed or {}
 
-    def load(folder: Path) -> dict[tuple, set[str]]:
-        found: dict[tuple, set[str]] = defaultdict(set)
+    def load(folder: Path) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = defaultdict(list)
         for r in _records(folder):
             if r["kind"] in ("groups", "analysis"):
-                found[(r["kind"], r["key"])].add(r["value"])
+                path, _, name = r["test"].partition("::")
+                found[f"{renamed.get(path, path)}::{name}"].append(r["value"])
         return found
 
     a, b = load(before), load(after)
     shared = sorted(set(a) & set(b))
-    differ = [k for k in shared if a[k] != b[k]]
-    for kind, key in differ:
-        print(f"DIFF {kind} {key[:12]}: {sorted(a[(kind, key)])} -> {sorted(b[(kind, key)])}")
+    differ = [t for t in shared if a[t] != b[t]]
+    for test in differ:
+        print(f"DIFF {test}: {len(a[test])} analyses before, {len(b[test])} after")
     print(
-        f"analyses: {len(shared) - len(differ)} identical, {len(differ)} different; "
-        f"{len(set(a) - set(b))} only before, {len(set(b) - set(a))} only after"
+        f"analyses of {len(shared) - len(differ)} tests identical, {len(differ)} different; "
+        f"{len(set(a) - set(b))} tests only before, {len(set(b) - set(a))} only after"
     )
     return len(differ)
 
 
 if __name__ == "__main__":
-    command, *folders = sys.argv[1:]
-    paths = [Path(f) for f in folders]
-    sys.exit(1 if (replay(*paths) if command == "replay" else compare(*paths)) else 0)
+    command, *args = sys.argv[1:]
+    if command == "replay":
+        sys.exit(1 if replay(Path(args[0])) else 0)
+    moves = dict(a.split("=", 1) for a in args[2:])  # OLD_TEST_FILE=NEW_TEST_FILE
+    sys.exit(1 if compare(Path(args[0]), Path(args[1]), moves) else 0)
