@@ -3,9 +3,9 @@
 The paper's Table 2, one-shot: take a network trained without channel pruning (S_c = 0), remove
 a fraction of the channels of its prunable layers by one criterion, and measure validation top-1
 with no retraining. Scoring, selection and removal are the Chase controller's own
-(``train.channels``: the same scores, the same exact walk with the recipe's β floor and width
-rounding ``chase.align``, the same entries removed), applied once to the final weights instead of
-gradually during training. A removed channel has its producer rows (and bias) and every
+(``train.channel_scores``, ``train.channel_selection``: the same scores, the same exact walk with
+the recipe's β floor and width rounding ``chase.align``, the same entries removed), applied once
+to the final weights instead of gradually during training. A removed channel has its producer rows (and bias) and every
 consumer's input columns zeroed, which is exactly what physically slimming it would compute.
 Accuracy is ``train.accuracy``'s top-1, the same count as training's ``val_acc``.
 
@@ -39,9 +39,11 @@ from torch import Tensor, nn
 
 from chase_deploy.analyze import Run, open_run
 from chase_deploy.plots import plot_ablation
-from train import channels
 from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
+from train.channel_axes import output_rows
+from train.channel_scores import GroupStats, norm_scales
+from train.channel_selection import Pool
 from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
 from train.errors import BadInput
 from train.groups import ChannelGroup
@@ -55,7 +57,7 @@ EVAL_CHUNK = 128
 
 
 @dataclass
-class Cut:
+class OneShot:
     """The outcome of one one-shot pruning: survivors per group and the accuracy left."""
 
     criterion: str
@@ -123,38 +125,21 @@ class Selector:
     ):
         self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
-        self.stats = channels.GroupStats.of(
-            [[channels.output_rows(modules[p]) for p in g.producers] for g in self.groups],
-            [channels.norm_scales(modules, g) for g in self.groups],
+        self.stats = GroupStats.of(
+            [[output_rows(modules[p]) for p in g.producers] for g in self.groups],
+            [norm_scales(modules, g) for g in self.groups],
         )
         self.total = sum(g.width for g in self.groups)
 
     def keys(self, criterion: str) -> Tensor:
         return self.stats.keys(criterion, torch.Generator().manual_seed(self.seed))
 
-    def cut(self, criterion: str, sparsity: float) -> Cut:
-        grain = channels.grain(self.round_to, [g.segments for g in self.groups])
-        count = channels.removal_count(self.total, self.total, sparsity, grain)
-        widths = [g.width for g in self.groups]
-        segments = [g.segments for g in self.groups]
-        floors = [
-            channels.channel_floor(w, sparsity, self.beta, math.lcm(self.round_to, s))
-            for w, s in zip(widths, segments, strict=True)
-        ]
-        starts = torch.tensor([0, *widths[:-1]]).cumsum(0)
-        chosen = channels.select_units(
-            self.keys(criterion),
-            torch.arange(self.total) - starts[self.stats.group],
-            self.stats.group,
-            widths,
-            segments,
-            widths,
-            floors,
-            self.round_to,
-            count,
-        )
-        alive = [~d for d in torch.split(chosen, widths)]
-        return Cut(criterion, sparsity, count, alive, groups=self.groups)
+    def cut(self, criterion: str, sparsity: float) -> OneShot:
+        pool = Pool.of(self.groups, sparsity, self.beta, self.round_to)
+        count = pool.count(pool.total, sparsity)
+        everything = [torch.ones(g.width, dtype=torch.bool) for g in self.groups]
+        dead = pool.select(self.keys(criterion), everything, count)
+        return OneShot(criterion, sparsity, count, [~d for d in dead], groups=self.groups)
 
 
 def pruned_copy(
@@ -210,7 +195,7 @@ class Source:
 
 
 def _load_source(run_dir: str | Path) -> Source:
-    from chase_deploy.channel_groups import checkpoint_groups
+    from chase_deploy.graph.analysis import checkpoint_groups
     from train.checkpoint import build_model_from_checkpoint
     from train.config import load_recipe
     from train.data import build_data
@@ -240,7 +225,7 @@ def ablate_run(
     *,
     bn_batches: int = DEFAULT_BN_BATCHES,
     device: str = "auto",
-    on_result: Callable[[Cut], None] | None = None,
+    on_result: Callable[[OneShot], None] | None = None,
 ) -> Path:
     """Run the study on one source run or several (seeds of one recipe); writes ablate.md,
     ablate.json and ablate.png into ``out`` (default RUN_DIR/ablate for one run, the runs'
@@ -260,7 +245,7 @@ def ablate_run(
                 f"groups; a study over several runs needs the same recipe under different seeds"
             )
     dev = select_device(device)
-    cuts: dict[tuple[str, float], list[Cut]] = {}
+    cuts: dict[tuple[str, float], list[OneShot]] = {}
     baselines = []
     for source in sources:
         chase = source.recipe.chase
@@ -309,7 +294,7 @@ def ablate_run(
     return path
 
 
-def _cell(per_run: list[Cut]) -> dict[str, Any]:
+def _cell(per_run: list[OneShot]) -> dict[str, Any]:
     """One criterion and sparsity over every run: the first run's cut, and the accuracy's spread."""
     accs = [c.val_acc for c in per_run]
     return {

@@ -23,7 +23,7 @@ import numpy as np
 
 from chase_deploy import stats
 from chase_deploy.backends.base import Backend, LoadedModel, Timer, random_inputs
-from chase_deploy.errors import BadInput
+from train.errors import BadInput
 
 __all__ = ["benchmark", "check_same_outputs", "format_table", "interleave", "write_results"]
 

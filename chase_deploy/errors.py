@@ -1,8 +1,9 @@
-"""Errors shared by the deployment side; ``BadInput`` is the training package's, re-exported."""
+"""Errors of the deployment side beyond ``BadInput``, which both packages import from
+``train.errors``."""
 
 from train.errors import BadInput
 
-__all__ = ["BadInput", "MissingBackend"]
+__all__ = ["MissingBackend"]
 
 
 class MissingBackend(BadInput):

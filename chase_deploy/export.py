@@ -23,9 +23,12 @@ import numpy as np
 import onnx
 import torch
 
-from chase_deploy.channel_graph import LAYER_OPS, torchscript_module_path
+from chase_deploy.graph.reading import LAYER_OPS, torchscript_module_path
 from chase_deploy.verify import is_lossless, session
-from train.errors import BadInput
+from train.errors import BadInput, one_line
+
+# The first line of torch.onnx.export's errors says only that the export failed.
+TORCH_HEADER = ("Failed to export",)
 
 EXPORTERS = ("dynamo", "torchscript")
 MIN_OPSET = 18
@@ -67,7 +70,7 @@ def export_onnx(
     except Exception as e:  # torch.onnx raises many types, each with a page of advice
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise BadInput(
-            f"torch.onnx ({exporter} exporter) cannot export the model: {_first_line(e)}; "
+            f"torch.onnx ({exporter} exporter) cannot export the model: {one_line(e, skip=TORCH_HEADER)}; "
             f"try --exporter {other}, or make the model's forward exportable"
         ) from None
     seconds = time.perf_counter() - start
@@ -84,15 +87,9 @@ def _check_runs(model: torch.nn.Module, example: torch.Tensor) -> None:
     except Exception as e:  # whatever the user's forward raises for this shape
         shape = ",".join(map(str, example.shape))
         raise BadInput(
-            f"the model does not run on input shape {shape} ({_first_line(e)}); pass "
+            f"the model does not run on input shape {shape} ({one_line(e, skip=TORCH_HEADER)}); pass "
             f"--input-shape N,C,H,W with the shape it was trained on"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = next((line for line in lines if not line.startswith("Failed to export")), "")
-    return (text or type(error).__name__)[:240]
 
 
 def export_for_analysis(model: torch.nn.Module, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
@@ -115,10 +112,9 @@ def export_for_analysis(model: torch.nn.Module, sample_shape: tuple[int, ...]) -
                 copied, (example,), None, dynamo=True, optimize=False, verbose=False
             )
     except Exception as e:  # noqa: BLE001 - torch.export raises many types
-        text = " ".join(str(e).split())
         raise BadInput(
             f"the model cannot be traced for the channel analysis (torch.onnx.export on an input "
-            f"of shape {list(shape)}): {text[:300]}"
+            f"of shape {list(shape)}): {one_line(e, 300)}"
         ) from None
     graph_model = program.model
     onnxscript.optimizer.fold_constants(graph_model)

@@ -6,7 +6,7 @@ exporter, several times faster than dynamo and giving the same weights and FLOPs
 channel plan. For an ONNX file with no plan it is what its zero rows and columns would allow. The
 table itself is ``layer_table``'s, the same one ``slim_report.json`` holds.
 
-For a recipe or a checkpoint it also lists what the channel analysis found (``channel_groups``):
+For a recipe or a checkpoint it also lists what the channel analysis found (``graph.analysis``):
 every prunable group with its producers, carriers and consumers, and every layer kept whole with
 the reason.
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chase_deploy.layer_table import layer_table, summary
+from chase_deploy.graph.layer_table import layer_table, summary
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
     """The table for a checkpoint (exported and slimmed with its plan) or an ONNX file."""
-    from chase_deploy.channel_graph import load_onnx
+    from chase_deploy.graph.reading import load_onnx
 
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -34,7 +34,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 
 def _inspect_checkpoint(path: Path) -> dict[str, Any]:
-    from chase_deploy.channel_groups import checkpoint_groups
+    from chase_deploy.graph.analysis import checkpoint_groups
     from chase_deploy.slim import checkpoint_models
     from train.checkpoint import load_checkpoint
 
@@ -53,11 +53,12 @@ def _inspect_checkpoint(path: Path) -> dict[str, Any]:
 
 def _sized(model):
     """Give dynamic height/width the size slim would verify at, so FLOPs count; as is if none."""
-    from chase_deploy.channel_graph import with_input_dims
-    from chase_deploy.verify import feed_shapes, graph_inputs, session
+    from chase_deploy.backends.modelfile import onnx_inputs
+    from chase_deploy.graph.reading import with_input_dims
+    from chase_deploy.verify import feed_shapes, session
     from train.errors import BadInput
 
-    if not any(d is None for i in graph_inputs(model) for d in i.dims[1:]):
+    if not any(d is None for i in onnx_inputs(model) for d in i.shape[1:]):
         return model
     try:
         _, rounds = feed_shapes(model, session(model))
@@ -68,7 +69,7 @@ def _sized(model):
 
 def _inspect_recipe(path: Path) -> dict[str, Any]:
     """The groups the trainer would prune: the recipe's model, traced on its data's shape."""
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.config import load_recipe
     from train.data import build_data
     from train.loop import resolve_model_kwargs

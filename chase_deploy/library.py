@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from chase_deploy.channel_groups import derive_groups
+from chase_deploy.graph.analysis import derive_groups
 from train.chase import Chase
 from train.checkpoint import save_checkpoint as _save
 from train.config import ChaseConfig

@@ -59,7 +59,7 @@ def _load_timings(files: RunDir) -> dict[str, float]:
 
 
 def _train(recipe: Recipe, files: RunDir, device: str) -> str:
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.loop import train
 
     if not files.final.exists():

@@ -16,9 +16,9 @@ from typing import Any
 
 import onnx
 
-from chase_deploy.channel_graph import load_onnx, with_input_dims
-from chase_deploy.layer_table import layer_table, summary
-from chase_deploy.surgery import SlimResult, slim_model
+from chase_deploy.graph.layer_table import layer_table, summary
+from chase_deploy.graph.reading import load_onnx, with_input_dims
+from chase_deploy.graph.surgery import SlimResult, slim_model
 from chase_deploy.verify import Verification, compare
 from train.atomic import write_bytes, write_json
 from train.errors import BadInput

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from chase_deploy.verify import Verification, is_lossless
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 from train.plan import ChannelPlan
 
 PT2_SUFFIX = ".pt2"
@@ -70,7 +70,7 @@ def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[
     physically removed: the one place a physically smaller PyTorch model is made for ``slim.pt2``
     and the GPU check (``tests/gpu/prepare.py``).
 
-    The channel groups come from the model's graph (``channel_groups.analyze`` on inputs of
+    The channel groups come from the model's graph (``graph.analysis.analyze`` on inputs of
     ``sample_shape`` [C, H, W]), as in training, and ``train.slicing.slice_model`` rebuilds every
     member: producer rows and biases, norms, depthwise filters (``groups`` lowered), consumer
     columns (grouped, flattened or concatenated ones through their channel maps). ``plan`` is the
@@ -78,7 +78,7 @@ def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[
     groups are used only when the plan prunes a stream. A pruned layer no group holds is a
     ``ValueError`` naming it.
     """
-    from chase_deploy.channel_groups import analyze
+    from chase_deploy.graph.analysis import analyze
     from train.slicing import slice_model
 
     pruned = {key for key, entry in plan.layers.items() if entry.pruned}
@@ -109,7 +109,7 @@ def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export
     except Exception as e:
         raise BadInput(
             f"torch.export cannot export {type(model).__name__} for input {list(shape)}: "
-            f"{_first_line(e)}"
+            f"{one_line(e)}"
         ) from e
     program.example_inputs = None  # torch.export.save would pickle them
     return program
@@ -137,7 +137,7 @@ def load_pt2(source: str | Path | bytes) -> torch.export.ExportedProgram:
     except Exception as e:
         raise BadInput(
             f"{name} is not a torch.export program (.pt2) this torch {torch.__version__} can "
-            f"load: {_first_line(e)}"
+            f"load: {one_line(e)}"
         ) from e
     finally:
         logger.setLevel(level)
@@ -254,8 +254,3 @@ def _first_output(out) -> torch.Tensor:
     while isinstance(out, (tuple, list)):
         out = out[0]
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -24,7 +24,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from train.errors import BadInput
+from chase_deploy.backends.base import InputSpec
+from chase_deploy.backends.modelfile import onnx_inputs
+from train.errors import BadInput, one_line
 
 RTOL = 1e-4
 ULPS = 8
@@ -89,31 +91,6 @@ def session(model: onnx.ModelProto, threads: int | None = None):
 # ---------------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class GraphInput:
-    name: str
-    dims: tuple[int | None, ...]  # None where the axis is dynamic
-    names: tuple[str, ...]  # each axis's symbolic name ('' where static)
-    dtype: np.dtype
-
-
-def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
-    """The inputs a caller feeds (initializers listed as inputs excluded)."""
-    initializers = {i.name for i in model.graph.initializer}
-    found = []
-    for inp in model.graph.input:
-        if inp.name in initializers:
-            continue
-        tensor_type = inp.type.tensor_type
-        dims = tuple(
-            d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
-        )
-        names = tuple(d.dim_param for d in tensor_type.shape.dim)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        found.append(GraphInput(inp.name, dims, names, np.dtype(dtype)))
-    return found
-
-
 def feed_shapes(
     model: onnx.ModelProto,
     reference_session,
@@ -121,19 +98,19 @@ def feed_shapes(
     batch_sizes: Sequence[int] = DEFAULT_BATCHES,
 ) -> tuple[list[int], list[dict[str, tuple[int, ...]]]]:
     """The batch size and {input: shape} of each verification round (see the module docstring)."""
-    inputs = graph_inputs(model)
+    inputs = onnx_inputs(model)
     sizes = _non_batch_sizes(inputs, reference_session, input_shape)
-    static = {i.dims[0] for i in inputs if i.dims and i.dims[0] is not None}
+    static = {i.shape[0] for i in inputs if i.shape and i.shape[0] is not None}
     batches = [static.pop()] * STATIC_ROUNDS if len(static) == 1 else list(batch_sizes)
-    rounds = [{i.name: (b, *sizes[i.name]) if i.dims else () for i in inputs} for b in batches]
+    rounds = [{i.name: (b, *sizes[i.name]) if i.shape else () for i in inputs} for b in batches]
     return batches, rounds
 
 
 def _non_batch_sizes(
-    inputs: list[GraphInput], reference_session, input_shape: Sequence[int] | None
+    inputs: list[InputSpec], reference_session, input_shape: Sequence[int] | None
 ) -> dict[str, tuple[int, ...]]:
-    sizes = {i.name: tuple(i.dims[1:]) for i in inputs}
-    dynamic = [i for i in inputs if any(d is None for d in i.dims[1:])]
+    sizes = {i.name: tuple(i.shape[1:]) for i in inputs}
+    dynamic = [i for i in inputs if any(d is None for d in i.shape[1:])]
     if input_shape is not None:
         return {**sizes, **_from_input_shape(inputs, input_shape)}
     if not dynamic:
@@ -141,15 +118,15 @@ def _non_batch_sizes(
     return {**sizes, **_derive_sizes(inputs, dynamic, reference_session)}
 
 
-def _from_input_shape(inputs: list[GraphInput], shape: Sequence[int]) -> dict[str, tuple]:
-    images = [i for i in inputs if len(i.dims) == len(shape)]
+def _from_input_shape(inputs: list[InputSpec], shape: Sequence[int]) -> dict[str, tuple]:
+    images = [i for i in inputs if len(i.shape) == len(shape)]
     if len(images) != 1:
         raise BadInput(
             f"--input-shape {','.join(map(str, shape))}: the model has {len(inputs)} inputs and "
             f"{len(images)} of rank {len(shape)}; it applies to a model with one such input"
         )
     target = images[0]
-    for axis, (want, have) in enumerate(zip(shape[1:], target.dims[1:], strict=True), start=1):
+    for axis, (want, have) in enumerate(zip(shape[1:], target.shape[1:], strict=True), start=1):
         if have is not None and have != want:
             raise BadInput(
                 f"--input-shape {','.join(map(str, shape))}: axis {axis} of input "
@@ -158,13 +135,13 @@ def _from_input_shape(inputs: list[GraphInput], shape: Sequence[int]) -> dict[st
     return {target.name: tuple(shape[1:])}
 
 
-def _derive_sizes(inputs: list[GraphInput], dynamic: list[GraphInput], reference_session) -> dict:
+def _derive_sizes(inputs: list[InputSpec], dynamic: list[InputSpec], reference_session) -> dict:
     """The first candidate size, every dynamic non-batch axis set to it, that the graph runs."""
     rng = np.random.default_rng(0)
     for size in CANDIDATE_SIZES:
-        trial = {i.name: tuple(size if d is None else d for d in i.dims[1:]) for i in inputs}
+        trial = {i.name: tuple(size if d is None else d for d in i.shape[1:]) for i in inputs}
         feeds = {
-            i.name: _random(rng, (_batch_of(i), *trial[i.name]) if i.dims else (), i.dtype)
+            i.name: _random(rng, (_batch_of(i), *trial[i.name]) if i.shape else (), i.dtype)
             for i in inputs
         }
         try:
@@ -173,9 +150,9 @@ def _derive_sizes(inputs: list[GraphInput], dynamic: list[GraphInput], reference
             continue
         return {i.name: trial[i.name] for i in dynamic}
     axes = ", ".join(
-        f"{i.name!r} axis {a} ({i.names[a] or '?'})"
+        f"{i.name!r} axis {a} ({i.axis_names[a] or '?'})"
         for i in dynamic
-        for a, d in enumerate(i.dims)
+        for a, d in enumerate(i.shape)
         if a > 0 and d is None
     )
     raise BadInput(
@@ -184,8 +161,8 @@ def _derive_sizes(inputs: list[GraphInput], dynamic: list[GraphInput], reference
     )
 
 
-def _batch_of(graph_input: GraphInput) -> int:
-    return graph_input.dims[0] if graph_input.dims[0] is not None else 1
+def _batch_of(graph_input: InputSpec) -> int:
+    return graph_input.shape[0] if graph_input.shape[0] is not None else 1
 
 
 def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -254,9 +231,8 @@ def _sessions(reference, candidate, reference_session, *, required: bool):
         return reference_session or session(reference), session(candidate)
     except Exception as e:  # onnxruntime raises several C++-backed types
         if required:
-            text = " ".join(str(e).split())[:200]
             raise BadInput(
-                f"ONNX Runtime (CPU) cannot run the model to verify it ({text}); slim verifies "
+                f"ONNX Runtime (CPU) cannot run the model to verify it ({one_line(e, 200)}); slim verifies "
                 f"every model it writes with ONNX Runtime's CPU provider"
             ) from None
         return None
@@ -264,7 +240,7 @@ def _sessions(reference, candidate, reference_session, *, required: bool):
 
 def _feeds(model: onnx.ModelProto, rounds: list[dict], seed: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    dtypes = {i.name: i.dtype for i in graph_inputs(model)}
+    dtypes = {i.name: i.dtype for i in onnx_inputs(model)}
     return [{name: _random(rng, shape, dtypes[name]) for name, shape in r.items()} for r in rounds]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from chase_deploy.errors import BadInput
+from train.errors import BadInput
 
 
 def nearest_existing(path: Path) -> Path:

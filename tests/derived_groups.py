@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from chase_deploy.channel_groups import ChannelAnalysis, analyze
+from chase_deploy.graph.analysis import ChannelAnalysis, analyze
 from train.groups import ModelGroups
 from train.models import create_model
 
@@ -19,7 +19,7 @@ _CACHE: dict[tuple[str, tuple[int, ...]], ChannelAnalysis] = {}
 def derive_cached(
     model: nn.Module, sample_shape: Sequence[int], prune_skip: bool = False
 ) -> ModelGroups:
-    """``chase_deploy.channel_groups.derive_groups`` with a per-architecture cache (the
+    """``chase_deploy.graph.analysis.derive_groups`` with a per-architecture cache (the
     ``derive_groups`` the tests hand to ``train.loop.train``)."""
     key = (str(model), tuple(int(d) for d in sample_shape))
     if key not in _CACHE:

@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from chase_deploy.ablate import Selector, evaluate, pruned_copy
-from chase_deploy.channel_groups import checkpoint_groups
 from chase_deploy.cli import main
+from chase_deploy.graph.analysis import checkpoint_groups
 from tests.conftest import TINY_RECIPE, train_run
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from train.config import ABLATE_CRITERIA, load_recipe
@@ -281,7 +281,7 @@ def test_seeds_need_a_placeholder_and_runs_must_match(runs, tmp_path: Path) -> N
 
 def test_slimming_removes_the_channels_with_the_smallest_norm_scale(runs) -> None:
     """Network Slimming: the BatchNorm after each producer ranks its channels by |gamma|."""
-    from train.channels import norm_scales
+    from train.channel_scores import norm_scales
 
     ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
     model = build_model_from_checkpoint(ckpt)

@@ -1,6 +1,6 @@
 """Architecture rules, checked on the source with ``ast`` so that lazy imports are seen too.
 
-1. ``train`` never imports ``chase_deploy``: training works without ONNX installed (DESIGN.md).
+1. ``train`` never imports ``chase_deploy``: training works without ONNX installed.
 2. ``click`` is imported only by the CLI layer, ``chase_deploy/cli.py`` and
    ``chase_deploy/commands/``; the libraries take typed values.
 3. Neither package has an import cycle. Every import counts, at module level and inside
@@ -10,6 +10,10 @@
    ``import a.b.c`` is an edge to ``a.b.c`` alone, not to the parent packages Python also
    initialises: otherwise every package ``__init__`` that imports its own submodules would be a
    cycle.
+4. The channel engine, ``chase_deploy/graph/``, stands on its own: from ``chase_deploy`` it
+   imports only its own modules and ``chase_deploy.export`` (the group analysis exports the model
+   it reads), never the pipeline, the backends or the CLI. No engine module is over
+   ``MAX_LINES`` lines: one concept each (``docs/channel-engine.md`` maps them).
 
 ``test_the_checks_catch_violations`` feeds the same checks a synthetic tree with one violation of
 each kind, so a check that passes everything would fail there.
@@ -25,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("train", "chase_deploy")
 CLI_LAYER = ("chase_deploy.cli", "chase_deploy.commands")
+ENGINE = "chase_deploy.graph"
+ENGINE_MAY_IMPORT = (ENGINE, "chase_deploy.export")
+MAX_LINES = 450
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,25 @@ def click_outside_cli(imports: list[Import]) -> list[str]:
     ]
 
 
+def engine_reaches_out(imports: list[Import]) -> list[str]:
+    return [
+        f"{i.source}:{i.line} imports {i.target}"
+        for i in imports
+        if _within(i.source, ENGINE)
+        and _within(i.target, "chase_deploy")
+        and not any(_within(i.target, allowed) for allowed in ENGINE_MAY_IMPORT)
+    ]
+
+
+def long_engine_modules(root: Path) -> list[str]:
+    found = []
+    for name, path in find_modules(root, ("chase_deploy",)).items():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if _within(name, ENGINE) and lines > MAX_LINES:
+            found.append(f"{name} has {lines} lines")
+    return found
+
+
 def import_cycles(imports: list[Import], package: str) -> list[list[str]]:
     """Strongly connected components of more than one module (or a module importing itself)
     in the import graph of ``package`` (Tarjan's algorithm)."""
@@ -157,6 +183,8 @@ def violations(root: Path) -> Iterator[str]:
     imports = find_imports(root)
     yield from (f"train imports chase_deploy: {v}" for v in train_imports_chase_deploy(imports))
     yield from (f"click outside the CLI layer: {v}" for v in click_outside_cli(imports))
+    yield from (f"the engine imports outside it: {v}" for v in engine_reaches_out(imports))
+    yield from (f"engine module too long: {v}" for v in long_engine_modules(root))
     for package in PACKAGES:
         for cycle in import_cycles(imports, package):
             yield f"import cycle in {package}: {' <-> '.join(cycle)}"
@@ -216,6 +244,10 @@ def test_the_checks_catch_violations(tmp_path: Path) -> None:
             "chase_deploy/b.py": "def f():\n    import chase_deploy.a\n",
             "train/x.py": "from .y import f\n",
             "train/y.py": "from train import x\n",
+            # the engine reaching into the pipeline, and an engine module too long
+            "chase_deploy/graph/__init__.py": "",
+            "chase_deploy/graph/walk.py": "def f():\n    from chase_deploy import lib\n",
+            "chase_deploy/graph/long.py": "x = 1\n" * (MAX_LINES + 1),
         },
     )
     found = list(violations(tmp_path))
@@ -223,4 +255,8 @@ def test_the_checks_catch_violations(tmp_path: Path) -> None:
     assert "click outside the CLI layer: chase_deploy.lib:1 imports click" in found
     assert "import cycle in chase_deploy: chase_deploy.a <-> chase_deploy.b" in found
     assert "import cycle in train: train.x <-> train.y" in found
-    assert len(found) == 4, found
+    assert (
+        "the engine imports outside it: chase_deploy.graph.walk:2 imports chase_deploy.lib" in found
+    )
+    assert f"engine module too long: chase_deploy.graph.long has {MAX_LINES + 1} lines" in found
+    assert len(found) == 6, found

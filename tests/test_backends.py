@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from bench_models import conv_net, fake_engine
 from onnx.reference import ReferenceEvaluator
 
 from chase_deploy.backends import BACKENDS, get_backend, missing_pieces, probe, usable_backends
@@ -13,7 +12,9 @@ from chase_deploy.backends.base import InputSpec, check_batches, random_inputs
 from chase_deploy.backends.modelfile import inspect_model_file
 from chase_deploy.backends.probe import _explain, captured_output
 from chase_deploy.environment import Gpu, GpuScan
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
+from tests.bench_models import conv_net, fake_engine
+from train.errors import BadInput
 
 
 def test_ort_cpu_is_always_usable():

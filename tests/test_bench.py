@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_models import conv_net
 
 from chase_deploy import stats
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel
@@ -20,7 +19,8 @@ from chase_deploy.bench import (
     write_results,
 )
 from chase_deploy.commands.params import BatchSizes
-from chase_deploy.errors import BadInput
+from tests.bench_models import conv_net
+from train.errors import BadInput
 
 RESULT_KEYS = {"model", "backend", "batch", "latency_ms", "throughput", "speedup"}
 LATENCY_KEYS = {"median", "mean", "p90", "p99", "min"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench_models import conv_net, fake_engine
 from click.testing import CliRunner
 
 from chase_deploy.cli import main
 from chase_deploy.environment import Gpu
+from tests.bench_models import conv_net, fake_engine
 
 
 @pytest.fixture

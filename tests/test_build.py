@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from bench_models import conv_net
 from click.testing import CliRunner
 
 from chase_deploy.backends import missing_pieces
@@ -18,7 +17,9 @@ from chase_deploy.backends.trt.sidecar import check_engine_compatible
 from chase_deploy.cli import main
 from chase_deploy.commands.params import BatchProfile
 from chase_deploy.environment import Gpu
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
+from tests.bench_models import conv_net
+from train.errors import BadInput
 
 L4 = Gpu(0, "NVIDIA L4", "8.9", 23034)
 SIDECAR = {

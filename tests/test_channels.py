@@ -9,14 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.channels import (
+from train.channel_scores import channel_stats, prune_keys
+from train.channel_selection import (
+    Pool,
     channel_floor,
-    channel_stats,
-    prune_keys,
     removal_count,
     select_channels,
     select_units,
 )
+from train.groups import ChannelGroup
 from train.plan import plan_from_groups
 
 
@@ -208,3 +209,20 @@ def test_grouped_conv_groups_lose_channels_evenly_per_slice() -> None:
             gone = mine[out[s * 4 : (s + 1) * 4]]
             if len(gone):
                 assert gone.max() <= mine[~out[s * 4 : (s + 1) * 4]].min()
+
+
+def test_pool_is_the_one_entry_point_and_removes_only_alive_channels() -> None:
+    groups = [ChannelGroup("a", ("a",), (), 8), ChannelGroup("b", ("b",), (), 4, segments=2)]
+    pool = Pool.of(groups, sparsity=0.5, beta=0.5, round_to=1)
+    assert pool.widths == (8, 4) and pool.floors == (2, 2)  # b's floor: whole units of 2
+    alive = [torch.tensor([False] + [True] * 7), torch.ones(4, dtype=torch.bool)]
+    assert pool.count(11, 0.5) == 5
+    # a's dead channel 0 has the lowest key and is not removed again; b's two slices lose one
+    # channel each (its lowest), as one unit, down to its floor; a gives the rest.
+    keys = torch.tensor([0, 10, 11, 12, 13, 14, 15, 16, 1, 2, 3, 4], dtype=torch.float64)
+    dead = pool.select(keys, alive, 5)
+    assert dead[0].tolist() == [False, True, True, True, False, False, False, False]
+    assert dead[1].tolist() == [True, False, True, False]
+    assert [d.tolist() for d in pool.select(keys, alive, 5, alive_counts=[7, 4])] == [
+        d.tolist() for d in dead
+    ]

@@ -1,4 +1,5 @@
-"""The Chase controller on small models with a tiny SGD loop: the invariants of CHASE.md."""
+"""The Chase controller on small models with a tiny SGD loop: the invariants of
+``docs/algorithm.md``."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def _train(net, opt, chase, steps, check=None, shape=(3, 8, 8), classes=4, skipp
 
 
 class Invariants:
-    """Checks CHASE.md's invariants after every step."""
+    """Checks the controller's invariants (``docs/algorithm.md``) after every step."""
 
     def __init__(self, net, opt, chase) -> None:
         self.net, self.opt, self.chase = net, opt, chase
@@ -92,7 +93,7 @@ class Invariants:
             assert not bool((self.dead[gi] & alive).any()), "a pruned channel came back"
             self.dead[gi] = ~alive
             dead = ~alive
-            assert int(alive.sum()) >= group.floor
+            assert int(alive.sum()) >= ch._pool.floors[gi]
             if cfg.round_to > 1:
                 assert int(alive.sum()) % cfg.round_to == 0 or int(alive.sum()) == group.width
             for name in group.producers:

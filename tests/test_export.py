@@ -8,13 +8,13 @@ import warnings
 import onnx
 import pytest
 import torch
-from slim_models import chase_prune, randomize_bn
 
-from chase_deploy.channel_graph import torchscript_module_path
 from chase_deploy.export import export_onnx, restore_layer_names
-from chase_deploy.surgery import slim_model
+from chase_deploy.graph.reading import torchscript_module_path
+from chase_deploy.graph.surgery import slim_model
 from chase_deploy.verify import compare
 from tests.derived_groups import groups_for
+from tests.slim_models import chase_prune, randomize_bn
 from train.errors import BadInput
 from train.models import create_model
 from train.plan import parse_plan

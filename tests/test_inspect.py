@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
-from slim_models import make_checkpoint
 
 from chase_deploy.cli import main
-from chase_deploy.flops import layer_costs, total_params
+from chase_deploy.graph.flops import layer_costs, total_params
+from tests.slim_models import make_checkpoint
 
 
 def run(*args):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from slim_models import make_checkpoint
 
 from chase_deploy.cli import main
 from tests.conftest import write_recipe
+from tests.slim_models import make_checkpoint
 from train.errors import BadInput
 from train.models import create_model, resolve
 

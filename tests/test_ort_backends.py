@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
-from bench_models import conv_net
 
 from chase_deploy.backends import ort_providers, probe
 from chase_deploy.backends.base import InputSpec
 from chase_deploy.backends.ort import BoundRun, OrtCudaBackend, OrtTensorrtBackend
+from tests.bench_models import conv_net
 
 DYNAMIC = [InputSpec("input", (None, 3, 8, 8), np.dtype(np.float32))]
 FIXED = [InputSpec("input", (2, 3, 8, 8), np.dtype(np.float32))]
@@ -196,7 +196,7 @@ def test_ort_cuda_outputs_are_bound_once_outside_the_timed_loop(monkeypatch):
 
 def test_ort_backend_options_are_refused(tmp_path):
     from chase_deploy.backends import get_backend
-    from chase_deploy.errors import BadInput
+    from train.errors import BadInput
 
     with pytest.raises(BadInput, match=re.escape("backend ort-cpu takes no precision option")):
         get_backend("ort-cpu", precision="bf16")

@@ -9,18 +9,18 @@ import json
 import shutil
 from pathlib import Path
 
-import own_models
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from chase_deploy.cli import main
 from chase_deploy.export import export_onnx
-from chase_deploy.surgery import slim_model
+from chase_deploy.graph.surgery import slim_model
 from chase_deploy.verify import compare
+from tests import own_models
 from tests.conftest import write_recipe
 from tests.derived_groups import derive_cached
-from train.channels import grain
+from train.channel_selection import grain
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from train.config import load_recipe
 from train.loop import train

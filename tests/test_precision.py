@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from bench_models import conv_net
 from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
 from chase_deploy.backends.trt.precision import convert_file, convert_precision
-from chase_deploy.errors import BadInput
+from tests.bench_models import conv_net
+from train.errors import BadInput
 
 FP16_TOL = 5e-3
 BF16_TOL = 5e-2

@@ -24,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import own_models
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,7 @@ from torch import nn
 
 from chase_deploy.cli import main
 from chase_deploy.slim import slim_checkpoint
+from tests import own_models
 from tests.conftest import assert_same_run, train_run, write_recipe
 from tests.derived_groups import groups_for, registry_case
 from train.chase import Chase

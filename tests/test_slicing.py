@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import own_models
 import pytest
 import torch
-from slim_models import random_kept, randomize_bn
 from torch import nn
 
+from tests import own_models
 from tests.derived_groups import groups_for, registry_case
+from tests.slim_models import random_kept, randomize_bn
 from train.groups import ChannelGroup
 from train.models import create_model, list_models
 from train.plan import ChannelPlan, LayerPlan
@@ -58,7 +58,7 @@ def test_sliced_model_equals_the_masked_model(case: str) -> None:
         with torch.no_grad():
             want, got = masked(x), sliced.eval()(x)
         assert want.abs().max() > 0.05
-        # the project's lossless rule (DESIGN.md): fp32 rounding of a different summation order
+        # the project's lossless rule (docs/algorithm.md): fp32 rounding of a different summation order
         # scales with the outputs (ImageNet ResNet-50's fan-in init gives logits near 75)
         assert float((got - want).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
         modules = dict(sliced.named_modules())

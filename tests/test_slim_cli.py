@@ -13,9 +13,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
-from slim_models import make_checkpoint
 
 from chase_deploy.cli import main
+from tests.slim_models import make_checkpoint
 
 
 def run(*args: str):

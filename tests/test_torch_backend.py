@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from bench_models import conv_net
 from click.testing import CliRunner
-from torch_models import dense_and_slim, masked_net, write_pt2
 
 from chase_deploy.backends import get_backend
 from chase_deploy.backends.base import random_inputs
 from chase_deploy.cli import main
-from chase_deploy.errors import BadInput
+from tests.bench_models import conv_net
+from tests.torch_models import dense_and_slim, masked_net, write_pt2
+from train.errors import BadInput
 
 DROPPED = (1, 4, 6)
 

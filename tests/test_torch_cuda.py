@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch_models import dense_and_slim
 
 from chase_deploy.backends import get_backend, missing_pieces
 from chase_deploy.backends.base import random_inputs
 from chase_deploy.bench import benchmark
+from tests.torch_models import dense_and_slim
 
 DROPPED = (1, 4, 6)
 needs_cuda = pytest.mark.skipif(

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch_models import masked_net, sliced_by_hand, write_pt2
 
 from chase_deploy import torch_export
 from chase_deploy.backends.modelfile import inspect_model_file
-from chase_deploy.errors import BadInput
+from tests.torch_models import masked_net, sliced_by_hand, write_pt2
+from train.errors import BadInput
 from train.plan import parse_plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import sys
 
-import fake_tensorrt
 import onnx
 import pytest
-from bench_models import conv_net
 from onnx import TensorProto
 
 from chase_deploy.backends.trt.logger import trt_logger
+from tests import fake_tensorrt
+from tests.bench_models import conv_net
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Each output channel c of a masked layer is compared with *its own value at mask 
 (the controller records both when it draws the masks, and keeps them in its state):
 
 - WS(c) = fraction of zeros in W[c] (the masked weight);
-- UMM(c) = Σ|W[c]| / (original fan-in · kernel area), the channel scores of ``train.channels``.
+- UMM(c) = Σ|W[c]| / (original fan-in · kernel area), the channel scores of ``train.channel_scores``.
 
 Channel c is amenable at ratio v
 

@@ -2,15 +2,15 @@
 
 It ties the pieces together and owns the state; the pieces live in their own modules:
 ``density`` (how many weights per layer), ``masks`` (drawing and re-applying masks), ``schedules``
-(when and how much), ``exploration`` (which weights), ``channels`` (which channels), ``amenable``
-(the Figure 2 statistic). Usage, per optimizer step t (1-based)::
+(when and how much), ``exploration`` (which weights), ``channel_scores`` and ``channel_selection``
+(which channels), ``amenable`` (the Figure 2 statistic). Usage, per optimizer step t (1-based)::
 
     loss.backward()                      # (scaler.unscale_(optimizer) under fp16)
     chase.before_step(t)                 # keeps |grad| when an exploration is due, else free
     optimizer.step()
     events = chase.after_step(t)         # re-mask; channel event / exploration when due
 
-Choices beyond the paper (see CHASE.md for the algorithm):
+Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as implemented):
 
 - Budget B = round(d·N); the initial masks hold exactly B weights.
 - On an AMP-skipped step (``skipped=True``) nothing but the re-mask happens; an event that was due
@@ -46,14 +46,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from train import channels, exploration
+from train import channel_axes, exploration
 from train.amenable import amenable_fractions, channel_umm_ws
+from train.channel_layout import ChannelLayout
+from train.channel_scores import GroupStats
+from train.channel_selection import Pool
 from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
@@ -68,23 +70,11 @@ _CHANNEL_STREAM = 2
 _GROWTH_STREAM = 3
 
 
-@dataclass(frozen=True)
-class _Group:
-    """A channel group resolved against the model."""
-
-    name: str
-    producers: tuple[str, ...]
-    consumers: tuple[str, ...]
-    width: int
-    floor: int
-    segments: int = 1  # a grouped conv splits the channels: every slice loses as many
-
-
 class Chase:
     """Channel-aware dynamic sparse training of ``model`` (already on its device).
 
     ``groups`` are the prunable channel groups (``train.groups``), read from the model's graph by
-    ``chase_deploy.channel_groups.derive_groups``; empty for unstructured Chase."""
+    ``chase_deploy.graph.analysis.derive_groups``; empty for unstructured Chase."""
 
     def __init__(
         self,
@@ -136,9 +126,8 @@ class Chase:
         ]
 
         self._groups = self._resolve_groups(groups)
-        self._layout = channels.ChannelLayout(
-            self._modules, [g for g in groups if g.name in {gr.name for gr in self._groups}]
-        )
+        self._pool = Pool.of(self._groups, cfg.channel_sparsity, cfg.beta, cfg.round_to)
+        self._layout = ChannelLayout(self._modules, self._groups)
         self.alive = [
             torch.ones(gr.width, dtype=torch.bool, device=self._device) for gr in self._groups
         ]
@@ -226,7 +215,7 @@ class Chase:
         return {gr.name: a for gr, a in zip(self._groups, self.alive, strict=True)}
 
     def channel_plan(self) -> ChannelPlan:
-        """Kept output channels of every producer that lost some (the DESIGN.md contract)."""
+        """Kept output channels of every producer that lost some (``docs/file-formats.md``)."""
         return plan_from_groups([(gr.producers, gr.width) for gr in self._groups], self.alive)
 
     # ------------------------------------------------------------------------------------------
@@ -437,8 +426,7 @@ class Chase:
             target = channel_target(
                 t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
             )
-        grain = channels.grain(cfg.round_to, [gr.segments for gr in self._groups])
-        count = channels.removal_count(sum(self._widths), self.channels_total, target, grain)
+        count = self._pool.count(sum(self._widths), target)
         removed = self._remove_channels(count) if count > 0 else 0
         self._agree("channel event", now)
         return {
@@ -451,26 +439,8 @@ class Chase:
         }
 
     def _remove_channels(self, count: int) -> int:
-        keys, group_ids = self._channel_keys()
-        alive = torch.cat(self.alive)
-        candidates = alive.nonzero().squeeze(1)
-        floors = [gr.floor for gr in self._groups]
-        starts = torch.tensor([0, *self._group_widths[:-1]], device=alive.device).cumsum(0)
-        chosen = channels.select_units(
-            keys[candidates],
-            candidates - starts[group_ids[candidates]],
-            group_ids[candidates],
-            self._group_widths,
-            [gr.segments for gr in self._groups],
-            self._widths,
-            floors,
-            self.cfg.round_to,
-            count,
-        )
-        dead = torch.zeros_like(alive)
-        dead[candidates[chosen]] = True
-        dead_per_group = torch.split(dead, self._group_widths)
-        lost = count_active(list(dead_per_group))
+        dead_per_group = self._pool.select(self._channel_keys(), self.alive, count, self._widths)
+        lost = count_active(dead_per_group)
         for gi, (d, n) in enumerate(zip(dead_per_group, lost, strict=True)):
             if n:
                 self.alive[gi] &= ~d
@@ -479,21 +449,21 @@ class Chase:
         self._remask()
         return sum(lost)
 
-    def _channel_keys(self) -> tuple[Tensor, Tensor]:
-        """Prune-order keys for every channel of every group (alive or not), and group ids."""
-        stats = channels.GroupStats.of(
+    def _channel_keys(self) -> Tensor:
+        """Prune-order keys for every channel of every group (alive or not), group-major."""
+        stats = GroupStats.of(
             [
                 [
-                    channels.output_rows(self._modules[n], self._dense(f"{n}.weight"))
+                    channel_axes.output_rows(self._modules[n], self._dense(f"{n}.weight"))
                     for n in gr.producers
                 ]
                 for gr in self._groups
             ]
         )
-        return stats.keys(self.cfg.criterion, self._rng), stats.group
+        return stats.keys(self.cfg.criterion, self._rng)
 
     def _kill(self, group: int) -> None:
-        """Mask every entry the group's dead channels occupy (``channels.ChannelLayout``)."""
+        """Mask every entry the group's dead channels occupy (``train.channel_layout``)."""
         with torch.no_grad():
             for name in self._layout.params_of(group):
                 mask = self._mask(name)
@@ -576,30 +546,22 @@ class Chase:
                 f"(checksums range {-int(both[1])}..{int(both[0])}); the runs have diverged"
             )
 
-    def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[_Group]:
-        cfg, out, seen = self.cfg, [], set()
-        if cfg.channel_sparsity <= 0:
+    def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[ChannelGroup]:
+        """The groups channels are pruned from (none without channel sparsity)."""
+        if self.cfg.channel_sparsity <= 0:
             return []
+        seen: set[str] = set()
         for g in groups:
             for name in g.producers:
                 if name in seen:
                     raise ValueError(f"channel group {g.name!r}: {name} produces two groups")
                 seen.add(name)
-            chunk = cfg.round_to * g.segments // math.gcd(cfg.round_to, g.segments)
-            floor = channels.channel_floor(g.width, cfg.channel_sparsity, cfg.beta, chunk)
-            out.append(
-                _Group(g.name, tuple(g.producers), tuple(g.consumers), g.width, floor, g.segments)
-            )
-        return out
+        return list(groups)
 
     def _group_rows(self) -> list[int | None]:
         """The group whose producer each masked layer is (its rows are the group's channels)."""
         rows = {name: gi for gi, gr in enumerate(self._groups) for name in gr.producers}
         return [rows.get(n) for n in self.layer_names]
-
-    @property
-    def _group_widths(self) -> list[int]:
-        return [gr.width for gr in self._groups]
 
     def _check_feasible(self) -> None:
         if self.cfg.channel_sparsity <= 0:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from train.atomic import torch_save
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 
 FORMAT = "chase-checkpoint"
 VERSION = 1
@@ -45,15 +45,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
         raise BadInput(
             f"checkpoint {path}: refused to load (it holds objects other than tensors and plain "
-            f"data: {first[:120]}); only chase checkpoints written by `chase-deploy train` load"
+            f"data: {one_line(e, 120)}); only chase checkpoints written by `chase-deploy train` load"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInput(
-            f"checkpoint {path}: not a readable torch checkpoint (truncated or corrupt?): {first[:120]}"
+            f"checkpoint {path}: not a readable torch checkpoint (truncated or corrupt?): "
+            f"{one_line(e, 120)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise BadInput(
@@ -90,7 +89,7 @@ def build_model_from_checkpoint(
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise BadInput(
-            f"checkpoint state_dict does not fit model {ckpt['model']['name']}: {str(e).splitlines()[0]}"
+            f"checkpoint state_dict does not fit model {ckpt['model']['name']}: {one_line(e)}"
         ) from None
     if apply_masks:
         params = dict(model.named_parameters())

@@ -1,4 +1,11 @@
-"""The one exception type for bad user input (exit code 2 at the CLI)."""
+"""The one exception type for bad user input (exit code 2 at the CLI), and the one way an
+underlying error's message is put into it."""
+
+from __future__ import annotations
+
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BadInput(Exception):
@@ -6,3 +13,13 @@ class BadInput(Exception):
 
     The message is one line that names the problem and, where possible, the fix.
     """
+
+
+def one_line(error: BaseException, limit: int = 240, skip: tuple[str, ...] = ()) -> str:
+    """``error``'s message as one line, to quote inside a ``BadInput`` or a report: colour codes
+    removed, lines starting with a ``skip`` prefix left out (a library's boilerplate header),
+    whitespace collapsed, cut to ``limit`` characters; the exception's type name when nothing is
+    left."""
+    lines = _ANSI.sub("", str(error)).splitlines()
+    kept = [line for line in lines if not line.strip().startswith(skip)]
+    return " ".join(" ".join(kept).split())[:limit] or type(error).__name__

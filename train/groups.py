@@ -1,6 +1,6 @@
 """Channel groups: which output channels Chase may prune together, and every tensor they touch.
 
-Groups are *data*. ``chase_deploy.channel_groups`` derives them from the model's graph (the same
+Groups are *data*. ``chase_deploy.graph.analysis`` derives them from the model's graph (the same
 channel analysis ``slim`` runs on the ONNX export) and hands them to the trainer; nothing here
 needs ONNX. One group is one channel index space of ``width`` channels, with three kinds of
 members, each a module (or, for ``kind="tensor"``, a parameter/buffer) of the model:
@@ -25,10 +25,10 @@ the conv keeps its ``groups``. All indices are the ORIGINAL (unpruned) ones, as 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,6 +57,36 @@ class ChannelMap:
         outer = torch.arange(self.outer, device=dev).view(-1, 1, 1) * (total * self.inner)
         inner = torch.arange(self.inner, device=dev).view(1, 1, -1)
         return (outer + (self.offset + c) * self.inner + inner).reshape(-1)
+
+    @classmethod
+    def fit(
+        cls, positions: np.ndarray, channels: np.ndarray, size: int, width: int
+    ) -> ChannelMap | None:
+        """The inverse of ``positions``: the map that places exactly these (position, channel)
+        pairs on an axis of length ``size`` for a group of ``width`` channels, or None."""
+        if len(positions) == 0 or set(np.unique(channels).tolist()) != set(range(width)):
+            return None
+        first = np.sort(positions[channels == 0])
+        inner = 1
+        while inner < len(first) and first[inner] == first[0] + inner:
+            inner += 1
+        if len(first) % inner:
+            return None
+        outer = len(first) // inner
+        if first[0] % inner or size % (outer * inner):
+            return None
+        offset = int(first[0]) // inner
+        total = size // (outer * inner)
+        cmap = cls(offset, 0 if (total == width and offset == 0) else total, inner, outer)
+        expected = cmap.positions(torch.arange(width), width).numpy().reshape(outer, width, inner)
+        expected_channels = np.broadcast_to(np.arange(width)[None, :, None], expected.shape)
+        want = np.sort(
+            expected.reshape(-1).astype(np.int64) * (width + 1) + expected_channels.reshape(-1)
+        )
+        have = np.sort(positions.astype(np.int64) * (width + 1) + channels.astype(np.int64))
+        if want.shape != have.shape or not np.array_equal(want, have):
+            return None
+        return cmap
 
     @property
     def is_plain(self) -> bool:
@@ -191,10 +221,3 @@ class ModelGroups:
             "groups": [g.to_dict() for g in self.groups],
             "excluded": dict(self.excluded),
         }
-
-
-def lcm(values) -> int:
-    out = 1
-    for v in values:
-        out = out * int(v) // math.gcd(out, int(v))
-    return out

@@ -93,7 +93,7 @@ def train(
     """Train ``recipe`` into ``out``; returns the path of final.pt.
 
     ``derive_groups(model, sample_shape, prune_skip)`` returns the model's prunable channel
-    groups (``chase_deploy.channel_groups.derive_groups``, which traces the model through ONNX;
+    groups (``chase_deploy.graph.analysis.derive_groups``, which traces the model through ONNX;
     ``train`` itself never imports it). Only channel pruning (``chase.channel_sparsity`` > 0)
     needs it."""
     dev = process_device(select_device(device), dist_info_from_env())
@@ -228,7 +228,7 @@ class Trainer:
             raise BadInput(
                 "recipe key chase.channel_sparsity: channel pruning needs the model's channel "
                 "groups, which chase_deploy derives from its ONNX graph; train with "
-                "`chase-deploy train` or pass derive_groups=chase_deploy.channel_groups.derive_groups"
+                "`chase-deploy train` or pass derive_groups=chase_deploy.graph.analysis.derive_groups"
             )
         found = self.derive_groups(self.model, self.data.input_shape, cfg.prune_skip)
         groups = list(found)

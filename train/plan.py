@@ -1,4 +1,4 @@
-"""Channel plans: which output channels each producing layer keeps (the contract of DESIGN.md).
+"""Channel plans: which output channels each producing layer keeps (``docs/file-formats.md``).
 
 Training produces the plan (``plan_from_groups``: the Chase controller's alive channels, written to
 ``channel_plan.json`` and into every checkpoint) and ``slim`` consumes it, so the one typed
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -87,7 +87,7 @@ def load_plan(path: str | Path) -> ChannelPlan:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadInput(
-            f"plan {path}: not JSON ({_one_line(e)}); pass a channel_plan.json"
+            f"plan {path}: not JSON ({one_line(e, 160)}); pass a channel_plan.json"
         ) from None
     return parse_plan(obj, source=str(path))
 
@@ -134,8 +134,3 @@ def _parse_layer(name: str, entry: Any, source: str) -> LayerPlan:
     if kept != sorted(kept):
         raise BadInput(f"{where}: kept must be sorted ascending")
     return LayerPlan(out, tuple(kept))
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__

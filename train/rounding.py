@@ -4,7 +4,7 @@ Irregular widths such as 63, 111 or 241 channels run barely faster than the dens
 kernels; multiples of 8 (tensor cores, vector units) run near the FLOP bound. This is one concept
 with one name in code, ``round_to``, applied at two points of the pipeline:
 
-- **Training** (``train.channels``): the controller removes channels only in whole chunks of
+- **Training** (``train.channel_selection``): the controller removes channels only in whole chunks of
   ``round_to``, so every prunable layer's width stays a multiple of it. The recipe spells this
   ``chase.align`` (the key is part of the recipe contract and stays); the controller reads it
   through ``ChaseConfig.round_to``. Default 1: the paper's behaviour, no rounding.
@@ -50,7 +50,8 @@ def round_kept(
 
     With ``segments`` > 1 (channels a grouped conv splits into equal slices) every slice keeps the
     same number of channels: each is widened by the same count, to a multiple of
-    ``round_to / gcd(round_to, segments)``, capped at the slice size."""
+    ``lcm(round_to, segments) / segments`` (so the total is a multiple of ``round_to``), capped at
+    the slice size."""
     if segments > 1:
         return _round_segments(kept, out_channels, round_to, scores, segments)
     if round_to <= 1 or len(kept) % round_to == 0:
@@ -70,7 +71,7 @@ def _round_segments(kept, out_channels, round_to, scores, segments) -> tuple[int
     size = out_channels // segments
     per = [[i for i in kept if i // size == s] for s in range(segments)]
     count = len(per[0])
-    step = round_to // math.gcd(round_to, segments)
+    step = math.lcm(round_to, segments) // segments
     target = min(size, round_up(count, step))
     if target == count:
         return kept

@@ -4,7 +4,7 @@
 directory by default), ``run`` all of it plus its stage bookkeeping and ``report.md``; ``analyze``
 and ``ablate`` read a finished run and write into their own subdirectories. Every module that
 reads or writes one of these files takes the path from here, so a name changes in one place.
-The names themselves are part of the product contract (DESIGN.md, "Files written").
+The names themselves are part of the product contract (``docs/file-formats.md``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ smaller shapes and translates between the two:
 - ``inflate(name, tensor)`` puts a live tensor back into its original shape (removed entries 0)
   and ``cut(name, tensor)`` takes an original-shaped one (a mask) down to the live shape: the
   controller reads weights and gradients inflated at its events and re-masks with cut masks.
-- ``dense_state_dict`` / ``dense_optimizer_state`` are what checkpoints hold (the DESIGN.md
-  contract: dense shapes); ``state_dict`` records which channels the model is built with, so a
+- ``dense_state_dict`` / ``dense_optimizer_state`` are what checkpoints hold (the checkpoint
+  contract of ``docs/file-formats.md``: dense shapes); ``state_dict`` records which channels the model is built with, so a
   resumed run rebuilds exactly the same shapes from the dense checkpoint.
 
 Removed entries come back as zeros in dense checkpoints: the masked weights are zero anyway, and a

@@ -29,13 +29,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from train.channels import ChannelLayout
+from train.channel_axes import CONV, CONV_TRANSPOSE, ChannelAxis, channel_axes, grouped_columns
+from train.channel_layout import ChannelLayout
 from train.groups import ChannelGroup, Member
 from train.plan import ChannelPlan
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 
 @dataclass(frozen=True)
@@ -162,12 +159,13 @@ def slice_model(model: nn.Module, groups: Sequence[ChannelGroup], plan: ChannelP
         if not len(dead):
             continue
         for member in group.members:
-            for name, dim, positions in _tensors(modules, member, dead, group.width):
-                if dim == "grouped":
-                    entry = grouped.setdefault(name, (member.segments, set()))
-                    entry[1].update(positions.tolist())
+            positions = member.map.positions(dead, group.width).tolist()
+            for axis in _axes(modules, member):
+                if axis.segments > 1:
+                    entry = grouped.setdefault(axis.name, (axis.segments, set()))
+                    entry[1].update(positions)
                 else:
-                    removed.setdefault(name, {}).setdefault(dim, set()).update(positions.tolist())
+                    removed.setdefault(axis.name, {}).setdefault(axis.dim, set()).update(positions)
             if member.kind == "depthwise":
                 mult = modules[member.name].out_channels // modules[member.name].in_channels
                 depthwise_in[member.name] = depthwise_in.get(member.name, 0) + (
@@ -188,16 +186,14 @@ def slice_model(model: nn.Module, groups: Sequence[ChannelGroup], plan: ChannelP
         if name in grouped:
             n_groups, gone = grouped[name]
             per = old.shape[1]
-            cols = [
-                [i - g * per for i in range(g * per, (g + 1) * per) if i not in gone]
-                for g in range(n_groups)
-            ]
+            kept = torch.tensor([i for i in range(per * n_groups) if i not in gone])
+            cols = grouped_columns(kept.to(torch.long), n_groups, per)
             if len({len(c) for c in cols}) != 1:
                 raise ValueError(
                     f"{name}: a grouped conv must keep the same number of input channels in "
                     f"each of its {n_groups} groups, the plan keeps {[len(c) for c in cols]}"
                 )
-            cut_grouped = (n_groups, torch.tensor(cols, dtype=torch.long))
+            cut_grouped = (n_groups, torch.stack(cols))
         cut = Cut(dims, cut_grouped)
         cuts[name] = cut
         _replace(model, name, cut.apply(old.detach()))
@@ -207,28 +203,10 @@ def slice_model(model: nn.Module, groups: Sequence[ChannelGroup], plan: ChannelP
     return SliceResult(cuts, widths, touched)
 
 
-def _tensors(modules: dict[str, nn.Module], member: Member, dead: Tensor, width: int):
-    """(tensor name, dim or "grouped", removed positions) of one member."""
-    positions = member.map.positions(dead, width)
-    if member.kind == "tensor":
-        yield member.name, member.axis, positions
-        return
-    module = modules[member.name]
-    transposed = isinstance(module, _CONV_T)
-    if member.role == "consumer":
-        if member.segments > 1:
-            yield f"{member.name}.weight", "grouped", positions
-        else:
-            yield f"{member.name}.weight", 0 if transposed else 1, positions
-        return
-    if member.kind == "norm":
-        for leaf in _NORM_TENSORS:
-            if isinstance(getattr(module, leaf, None), Tensor):
-                yield f"{member.name}.{leaf}", 0, positions
-        return
-    yield f"{member.name}.weight", 1 if transposed else 0, positions
-    if getattr(module, "bias", None) is not None:
-        yield f"{member.name}.bias", 0, positions
+def _axes(modules: dict[str, nn.Module], member: Member) -> list[ChannelAxis]:
+    """The tensors of one member that hold its group's channels (``train.channel_axes``)."""
+    module = None if member.kind == "tensor" else modules[member.name]
+    return channel_axes(module, member)
 
 
 def _replace(model: nn.Module, name: str, value: Tensor) -> None:
@@ -242,7 +220,7 @@ def _replace(model: nn.Module, name: str, value: Tensor) -> None:
 
 
 def _fix_attributes(module: nn.Module, depthwise_removed: int) -> None:
-    if isinstance(module, _CONV):
+    if isinstance(module, CONV):
         weight = module.weight
         if depthwise_removed:
             module.in_channels -= depthwise_removed
@@ -250,7 +228,7 @@ def _fix_attributes(module: nn.Module, depthwise_removed: int) -> None:
         else:
             module.in_channels = weight.shape[1] * module.groups
         module.out_channels = weight.shape[0]
-    elif isinstance(module, _CONV_T):
+    elif isinstance(module, CONV_TRANSPOSE):
         module.in_channels = module.weight.shape[0]
         module.out_channels = module.weight.shape[1] * module.groups
     elif isinstance(module, nn.Linear):

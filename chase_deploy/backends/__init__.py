@@ -8,7 +8,8 @@ which piece is missing; it never falls back to another device silently.
 from __future__ import annotations
 
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
+from train.errors import BadInput
 
 BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "tensorrt", "torch-cpu", "torch-cuda")
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda")

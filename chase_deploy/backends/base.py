@@ -9,23 +9,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from chase_deploy.errors import BadInput
+from train.errors import BadInput
 
 Timer = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input: its name, dtype and shape with ``None`` for the (dynamic) batch axis."""
+    """A graph input: its name, dtype and shape with ``None`` for the (dynamic) batch axis (and
+    any other dynamic axis); ``axis_names`` are an ONNX input's symbolic axis names ('' where
+    static), for messages."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: np.dtype
+    axis_names: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def fixed_batch(self) -> int | None:

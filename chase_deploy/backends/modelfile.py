@@ -20,7 +20,7 @@ import numpy as np
 
 from chase_deploy.backends.base import InputSpec
 from chase_deploy.backends.trt.sidecar import SIDECAR_SUFFIX, read_sidecar
-from chase_deploy.errors import BadInput
+from train.errors import BadInput, one_line
 
 Kind = Literal["onnx", "pt2", "engine", "unknown"]
 
@@ -97,15 +97,15 @@ def _parse_onnx(data: bytes):
     try:
         model = onnx.load_model_from_string(data)
     except Exception as e:  # protobuf DecodeError and friends
-        text = str(e).strip()
-        return None, f"ONNX parse failed: {text.splitlines()[0] if text else type(e).__name__}"
+        return None, f"ONNX parse failed: {one_line(e)}"
     if model.ir_version <= 0 or not model.graph.node or not model.opset_import:
         return None, "no ONNX graph in it"
     return model, ""
 
 
 def onnx_inputs(model) -> list[InputSpec]:
-    """The graph inputs that are fed at run time (not initializers), batch axis as None."""
+    """The graph inputs that are fed at run time (initializers listed as inputs left out), each
+    dynamic axis as None: the one reader of an ONNX model's inputs (backends, ``verify``)."""
     from onnx import helper
 
     initializers = {i.name for i in model.graph.initializer}
@@ -119,5 +119,6 @@ def onnx_inputs(model) -> list[InputSpec]:
             for d in ttype.shape.dim
         )
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
-        specs.append(InputSpec(value.name, dims, dtype))
+        names = tuple(d.dim_param for d in ttype.shape.dim)
+        specs.append(InputSpec(value.name, dims, dtype, names))
     return specs

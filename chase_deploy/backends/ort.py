@@ -22,7 +22,8 @@ from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer, r
 from chase_deploy.backends.modelfile import inspect_model_file
 from chase_deploy.backends.probe import captured_output
 from chase_deploy.environment import available_cores, onnxruntime_version
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
+from train.errors import BadInput, one_line
 
 
 class OrtModel(LoadedModel):
@@ -166,9 +167,7 @@ class OrtBackend(Backend):
                     str(path), self.session_options(), providers=providers
                 )
         except Exception as e:
-            text = str(e).strip()
-            first = text.splitlines()[0] if text else type(e).__name__
-            raise BadInput(f"ONNX Runtime cannot load {path}: {first}") from e
+            raise BadInput(f"ONNX Runtime cannot load {path}: {one_line(e)}") from e
         active = session.get_providers()
         if not active or active[0] != self.provider:
             raise MissingBackend(

@@ -23,6 +23,7 @@ import numpy as np
 from chase_deploy.backends import ort_providers
 from chase_deploy.backends.base import InputSpec
 from chase_deploy.environment import onnxruntime_version, package_version, scan_gpus
+from train.errors import one_line
 
 PIP_TENSORRT = "pip install 'chase-deploy[tensorrt]'"
 ORT_PROVIDERS = ort_providers.PROVIDERS
@@ -62,7 +63,7 @@ def tensorrt_missing() -> str | None:
         with captured_output():
             import tensorrt  # noqa: F401
     except Exception as e:
-        return f"TensorRT is installed but does not load ({_first_line(e)})"
+        return f"TensorRT is installed but does not load ({one_line(e)})"
     return None
 
 
@@ -109,7 +110,7 @@ def _ort_missing(backend: str) -> list[str]:
     try:
         import onnxruntime as ort
     except Exception as e:
-        return [f"onnxruntime does not import ({_first_line(e)}): pip install onnxruntime-gpu"]
+        return [f"onnxruntime does not import ({one_line(e)}): pip install onnxruntime-gpu"]
     if provider not in ort.get_available_providers():
         wheel = "onnxruntime-gpu" if package_version("onnxruntime-gpu") else "onnxruntime"
         return [
@@ -146,7 +147,7 @@ def try_session(backend: str) -> str | None:
             if active and active[0] == provider:
                 session.run(None, {"x": np.ones((PROBE_BATCH, 4), np.float32)})
     except Exception as e:
-        return f"onnxruntime's {provider} failed ({_first_line(e)})"
+        return f"onnxruntime's {provider} failed ({one_line(e)})"
     if active and active[0] == provider:
         return None
     return f"onnxruntime's {provider} does not load ({_explain(log.getvalue(), provider)})"
@@ -205,8 +206,3 @@ def captured_output() -> Iterator[io.StringIO]:
                 os.close(fd)
             sink.seek(0)
             buf.write(sink.read().decode("utf-8", errors="replace"))
-
-
-def _first_line(e: BaseException) -> str:
-    text = _ANSI.sub("", str(e)).strip()
-    return text.splitlines()[0] if text else type(e).__name__

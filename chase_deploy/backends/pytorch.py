@@ -30,7 +30,7 @@ import numpy as np
 
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer, check_batches
 from chase_deploy.backends.modelfile import inspect_model_file
-from chase_deploy.errors import BadInput
+from train.errors import BadInput, one_line
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 WARMUP_CALLS = 3  # untimed calls before a CUDA graph is captured
@@ -136,7 +136,7 @@ class TorchModel(LoadedModel):
                 outputs = self.fn(*tensors)
         except Exception as e:  # some programs cannot be captured; run them without a graph
             torch.cuda.synchronize()
-            self.graph_failure = _first_line(e)
+            self.graph_failure = one_line(e)
             print(
                 f"[chase-deploy] {self.path}: CUDA graph capture failed, running without a "
                 f"graph: {self.graph_failure}",
@@ -308,8 +308,3 @@ def _flatten(out) -> list:
     if isinstance(out, dict):
         return [t for item in out.values() for t in _flatten(item)]
     return [out]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -107,8 +107,8 @@ def command(
 
     from chase_deploy.backends import check_name
     from chase_deploy.bench import benchmark, format_table, write_results
-    from chase_deploy.errors import BadInput
     from chase_deploy.writable import check_writable_file
+    from train.errors import BadInput
 
     check_name(backend)
     options = _backend_options(backend, precision, channels_last, compile_)
@@ -144,7 +144,7 @@ def _backend_options(
 ) -> dict:
     """The flags that configure ``backend``; BadInput for a flag it does not take."""
     from chase_deploy.backends import TORCH_BACKENDS
-    from chase_deploy.errors import BadInput
+    from train.errors import BadInput
 
     options: dict = {}
     if precision is not None:

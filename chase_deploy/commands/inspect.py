@@ -26,8 +26,8 @@ def command(path: Path, as_json: bool) -> None:
     """
     import json
 
+    from chase_deploy.graph.layer_table import format_table
     from chase_deploy.inspect import format_groups, inspect_path
-    from chase_deploy.layer_table import format_table
     from train.errors import BadInput
 
     if not path.is_file():

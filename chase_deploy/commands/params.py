@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from chase_deploy.errors import BadInput
+from train.errors import BadInput
 
 
 class FlagError(click.BadParameter, BadInput):

@@ -30,7 +30,7 @@ def command(
       chase-deploy train recipes/quickstart.yaml --resume auto
       torchrun --nproc_per_node 2 -m chase_deploy train recipes/quickstart.yaml --device cpu
     """
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.config import load_recipe
     from train.loop import train
 

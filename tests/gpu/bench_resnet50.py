@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from chase_deploy.bench import benchmark, format_table  # noqa: E402
-from chase_deploy.errors import BadInput  # noqa: E402
 from train.atomic import write_json  # noqa: E402
+from train.errors import BadInput, one_line  # noqa: E402
 
 MODELS = ("dense", "slim", "slim_r8")
 BATCHES = (1, 32, 256)
@@ -140,7 +140,7 @@ def run(args) -> dict:
         except BadInput as e:  # the correctness gate (or a refused setting): nothing was timed
             phase.update(status="failed", why=str(e), seconds=round(time.perf_counter() - t, 1))
         except Exception as e:  # a crash in one mode (e.g. the compiler) must not lose the rest
-            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            why = f"{type(e).__name__}: {one_line(e)}"
             phase.update(status="error", why=why, seconds=round(time.perf_counter() - t, 1))
         else:
             phase.update(status="done", seconds=round(time.perf_counter() - t, 1))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one run on the lendable H200 box (DESIGN.md, "The GPU machine").
+# The GPU check: one run on the lendable H100/H200 box (docs/gpu-check.md).
 #
 #   OUT=/some/dir bash tests/gpu/check.sh            # on the GPU box ($OUT comes back)
 #   OUT=/tmp/gpu-out bash tests/gpu/check.sh --dry-run   # anywhere: the same steps on the CPU,

@@ -64,8 +64,8 @@ def rounded_plan(model: nn.Module, plan: ChannelPlan, round_to: int) -> ChannelP
 
 
 def module_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """FLOPs per sample of the Conv2d and Linear layers (2 per multiply-add), as ``flops.py``
-    counts them in ONNX."""
+    """FLOPs per sample of the Conv2d and Linear layers (2 per multiply-add), as
+    ``chase_deploy/graph/flops.py`` counts them in ONNX."""
     total = 0
 
     def count(module, inputs, output):

@@ -44,7 +44,7 @@ def _parse() -> argparse.Namespace:
 
 
 def _bench(name: str, args: argparse.Namespace) -> None:
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.chase import Chase
     from train.config import ChaseConfig
     from train.models import create_model

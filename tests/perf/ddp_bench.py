@@ -104,7 +104,7 @@ def check_cost_worker(repeats: int) -> None:
     """Runs under torchrun: rank 0 prints the median cost of each check in ms."""
     import torch
 
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.chase import Chase
     from train.config import ChaseConfig
     from train.distributed import check_agreement, init_distributed, shutdown

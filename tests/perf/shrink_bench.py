@@ -18,7 +18,7 @@ by default: on a machine shared with other jobs, two OpenMP threads wait for eac
 op and the times stop depending on the work. Reported:
 
 - post-pruning epoch time: the epochs after channel pruning ended, shrunk over masked (the goal
-  in DESIGN.md is ≤ 0.75);
+  in docs/algorithm.md is ≤ 0.75);
 - whole-run ratio: all epochs, shrunk over masked (pruning epochs included);
 - peak memory: each child's peak resident set (VmHWM) over the training epochs (reset after the
   model, data and channel groups were set up) and over the post-pruning epochs alone (reset at
@@ -211,7 +211,7 @@ def _child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.config import recipe_from_dict
     from train.distributed import DistInfo
     from train.loop import Trainer

@@ -48,7 +48,7 @@ def table15_counts(seed: int = 0) -> list[tuple[int, int]]:
 def chase_model(seed: int = 0) -> tuple[nn.Module, dict, dict]:
     """A resnet50 as Chase would leave it with the ``table15_counts`` widths: (model in eval mode
     with pruned rows/columns zero, masks, channel-plan layers). Also used by tests/gpu/prepare.py."""
-    from chase_deploy.channel_groups import derive_groups
+    from chase_deploy.graph.analysis import derive_groups
     from train.models import create_model
 
     torch.manual_seed(seed)

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 from train.models.registry import list_models, registry_factory
 
 # What the data implies, per keyword a factory may accept (filled in unless the recipe sets it).
@@ -56,10 +56,9 @@ class ModelSource:
         except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - any error in the user's factory is bad input
-            text = " ".join(str(e).split())[:200]
             raise BadInput(
                 f"model.name: {self.name}({_show_kwargs(kwargs)}) raised {type(e).__name__}: "
-                f"{text}; fix the factory or its arguments under model:"
+                f"{one_line(e, 200)}; fix the factory or its arguments under model:"
             ) from None
         if not isinstance(model, nn.Module):
             raise BadInput(
@@ -148,10 +147,9 @@ def import_user_module(module_name: str, spec: str):
             f"installed; pip install it"
         ) from None
     except Exception as e:  # noqa: BLE001 - whatever the user's module raises on import
-        text = " ".join(str(e).split())[:200]
         raise BadInput(
             f"model.name: importing module {module_name!r} for {spec} raised "
-            f"{type(e).__name__}: {text}"
+            f"{type(e).__name__}: {one_line(e, 200)}"
         ) from None
 
 
@@ -161,7 +159,7 @@ def _torchvision(name: str, attr: str) -> ModelSource:
     except Exception as e:  # noqa: BLE001 - a CUDA build next to a CPU torch raises oddly
         raise BadInput(
             f"model.name: {name} needs torchvision, which cannot be imported here "
-            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); pip install the torchvision "
+            f"({type(e).__name__}: {one_line(e, 120)}); pip install the torchvision "
             f"build that matches your torch"
         ) from None
     try:
@@ -179,7 +177,7 @@ def _timm(name: str, attr: str) -> ModelSource:
     except Exception as e:  # noqa: BLE001
         raise BadInput(
             f"model.name: {name} needs timm, which cannot be imported here "
-            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); pip install timm"
+            f"({type(e).__name__}: {one_line(e, 120)}); pip install timm"
         ) from None
     if not timm.is_model(attr):
         raise BadInput(f"model.name: timm has no model {attr!r}; see timm.list_models()")

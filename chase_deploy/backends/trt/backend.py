@@ -14,7 +14,7 @@ import numpy as np
 
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer
 from chase_deploy.backends.modelfile import inspect_model_file
-from chase_deploy.errors import BadInput
+from train.errors import BadInput, one_line
 
 
 class TrtModel(LoadedModel):
@@ -88,9 +88,7 @@ class TensorRTBackend(Backend):
         try:
             model = onnx.load(str(path))
         except Exception as e:
-            raise BadInput(
-                f"cannot read ONNX model {path}: {str(e).strip().splitlines()[0]}"
-            ) from e
+            raise BadInput(f"cannot read ONNX model {path}: {one_line(e)}") from e
         check_batches(path, onnx_inputs(model), batches)
         profiles = [(b, b, b) for b in sorted(set(batches))]
         plan, _ = build_plan(model, path, self.precision, profiles, self.workspace_mib)

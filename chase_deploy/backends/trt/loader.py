@@ -26,8 +26,9 @@ from pathlib import Path
 
 from chase_deploy.backends.trt.logger import trt_logger
 from chase_deploy.backends.trt.sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
 from chase_deploy.writable import check_writable_file
+from train.errors import BadInput, one_line
 
 DEFAULT_PROFILE = (1, 8, 32)
 
@@ -217,7 +218,7 @@ def _load_onnx(path: Path):
     try:
         return onnx.load(str(path))
     except Exception as e:
-        raise BadInput(f"cannot read ONNX model {path}: {str(e).strip().splitlines()[0]}") from e
+        raise BadInput(f"cannot read ONNX model {path}: {one_line(e)}") from e
 
 
 def _static_inputs(path: Path, model):

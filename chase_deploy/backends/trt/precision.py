@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from chase_deploy.errors import BadInput
 from train.config import PRECISIONS
+from train.errors import BadInput, one_line
 
 FP16_MAX = 65504.0
 BF16_MIN_OPSET = 22  # first opset whose Conv, pooling and Resize accept bfloat16
@@ -45,7 +45,7 @@ def convert_file(src: str | Path, dst: str | Path, precision: str) -> Path:
     try:
         model = onnx.load(str(src))
     except Exception as e:
-        raise BadInput(f"cannot read ONNX model {src}: {_first_line(e)}") from e
+        raise BadInput(f"cannot read ONNX model {src}: {one_line(e)}") from e
     converted = convert_precision(model, precision)
     write_bytes(dst, converted.SerializeToString())
     return Path(dst)
@@ -143,7 +143,7 @@ def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     except Exception as e:
         raise BadInput(
             f"bf16 needs ONNX opset {opset} and upgrading this opset-{current} model failed "
-            f"({_first_line(e)}): export it with opset {opset}"
+            f"({one_line(e)}): export it with opset {opset}"
         ) from e
 
 
@@ -158,10 +158,5 @@ def _check(model: onnx.ModelProto, precision: str) -> None:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         raise BadInput(
-            f"the {precision} conversion produced an invalid model: {_first_line(e)}"
+            f"the {precision} conversion produced an invalid model: {one_line(e)}"
         ) from e
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

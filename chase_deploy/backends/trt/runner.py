@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from chase_deploy.backends.base import InputSpec, Timer
-from chase_deploy.errors import BadInput
+from train.errors import BadInput, one_line
 
 
 @dataclass
@@ -201,7 +201,7 @@ class TrtRunner:
                     )
         except Exception as e:  # some engines cannot be captured; run them without a graph
             torch.cuda.synchronize()
-            self.graph_failure = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            self.graph_failure = one_line(e)
             print(
                 f"[chase-deploy] {self.source}: CUDA graph capture discarded, running without "
                 f"a graph: {self.graph_failure}",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from chase_deploy.errors import BadInput, MissingBackend
+from chase_deploy.errors import MissingBackend
+from train.errors import BadInput
 
 SIDECAR_FORMAT = "chase-deploy-engine"
 SIDECAR_VERSION = 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import onnx
 
-from chase_deploy.flops import LayerCost, layer_costs, total_params
+from chase_deploy.graph.flops import LayerCost, layer_costs, total_params
 from train.plan import ChannelPlan
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from chase_deploy.channel_graph import (
+from chase_deploy.graph.reading import (
     constant_values,
     import_graph,
     layer_name,

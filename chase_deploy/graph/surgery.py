@@ -1,13 +1,14 @@
 """ONNX channel surgery: remove the channels a plan prunes, on the graph alone.
 
 ``slim_model`` finds each plan key's layer, follows the kept channels through the graph
-(``channel_flow``), optionally widens kept sets to a multiple of ``round_to``, slices every
+(``chase_deploy.graph.walk``), optionally widens kept sets to a multiple of ``round_to``, slices every
 affected constant, then clears stale shapes, re-infers them and runs the full ONNX checker. Graph
 inputs and outputs (and so the dynamic batch axis) are never touched.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,8 +16,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from chase_deploy.channel_flow import ChannelPass, Flow
-from chase_deploy.channel_graph import (
+from chase_deploy.graph.reading import (
     constant_name,
     constant_values,
     find_layers,
@@ -24,8 +24,10 @@ from chase_deploy.channel_graph import (
     weight_axes,
     with_shapes,
 )
-from train.errors import BadInput
-from train.groups import lcm
+from chase_deploy.graph.tracks import Flow
+from chase_deploy.graph.walk import walk
+from train.channel_axes import grouped_columns
+from train.errors import BadInput, one_line
 from train.plan import ChannelPlan, LayerPlan
 from train.rounding import round_kept
 
@@ -79,7 +81,7 @@ def _run(graph: gs.Graph, layers: dict[str, list[gs.Node]], plan: ChannelPlan) -
                     f"plan layers {starts[id(node)][0]!r} and {key!r} name the same layer"
                 )
             starts[id(node)] = (key, np.asarray(entry.kept, dtype=np.int64))
-    return ChannelPass(graph, starts).run()
+    return walk(graph, starts).flow
 
 
 def _round_plan(
@@ -99,7 +101,7 @@ def _round_plan(
         keys = sorted(group)
         ref = plan.layers[keys[0]]
         scores = sum(_scores(node) for k in keys for node in layers[k])
-        segments = lcm(flow.segments.get(k, 1) for k in keys)
+        segments = math.lcm(*(flow.segments.get(k, 1) for k in keys))
         kept = round_kept(ref.kept, ref.out_channels, round_to, scores, segments)
         for key in keys:
             new[key] = LayerPlan(plan.layers[key].out_channels, kept)
@@ -118,30 +120,27 @@ def _apply(graph: gs.Graph, flow: Flow) -> None:
     for edit in flow.slices:
         values = constant_values(edit.node.inputs[edit.index])
         if edit.segments > 1:
-            new = grouped_columns(values, edit.indices, edit.segments)
+            new = _take_grouped(values, edit.indices, edit.segments)
         else:
             new = np.take(values, edit.indices, axis=edit.axis)
         _replace(graph, names, edit.node, edit.index, new)
     for edit in flow.values:
         _replace(graph, names, edit.node, edit.index, edit.values)
-    for node, group in flow.groups:
-        node.attrs["group"] = group
-    for node, key, value in flow.attrs:
-        if value is None:
-            node.attrs.pop(key, None)
+    for edit in flow.attrs:
+        if edit.value is None:
+            edit.node.attrs.pop(edit.name, None)
         else:
-            node.attrs[key] = value
+            edit.node.attrs[edit.name] = edit.value
 
 
-def grouped_columns(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:
+def _take_grouped(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarray:
     """A grouped conv's weight [out, in/groups, k...] reading only the ``kept`` input channels
     (the same number in every group): each group's rows keep their own group's columns."""
-    out, per = weight.shape[0], weight.shape[1]
-    rows = out // groups
-    blocks = []
-    for g in range(groups):
-        cols = kept[(kept >= g * per) & (kept < (g + 1) * per)] - g * per
-        blocks.append(np.take(weight[g * rows : (g + 1) * rows], cols, axis=1))
+    rows, per = weight.shape[0] // groups, weight.shape[1]
+    blocks = [
+        np.take(weight[g * rows : (g + 1) * rows], cols, axis=1)
+        for g, cols in enumerate(grouped_columns(kept, groups, per))
+    ]
     return np.concatenate(blocks, axis=0)
 
 
@@ -187,9 +186,8 @@ def _finish(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
         )
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # onnx raises several C++-backed types
-        text = " ".join(str(e).split())[:240]
         raise BadInput(
-            f"the slimmed graph fails ONNX checks ({text}); an op between pruned layers is not "
+            f"the slimmed graph fails ONNX checks ({one_line(e)}); an op between pruned layers is not "
             f"channel-preserving: leave those layers out of the plan"
         ) from None
     _check_outputs(original, model)

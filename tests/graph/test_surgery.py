@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from slim_models import ConcatNet, MobileBlock, VGGFlat, chase_prune, randomize_bn
 
 from chase_deploy.export import export_onnx
-from chase_deploy.flops import layer_costs
-from chase_deploy.surgery import slim_model
+from chase_deploy.graph.flops import layer_costs
+from chase_deploy.graph.surgery import slim_model
 from chase_deploy.verify import compare
 from tests.derived_groups import groups_for
+from tests.slim_models import ConcatNet, MobileBlock, VGGFlat, chase_prune, randomize_bn
 from train.errors import BadInput
 from train.models import create_model, list_models
 from train.plan import parse_plan

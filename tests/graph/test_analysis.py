@@ -5,10 +5,13 @@ them: the graph is the one source of truth."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from tests.derived_groups import groups_for, registry_case
+from train.groups import ChannelMap
 from train.models import create_model, list_models
 from train.models.resnet import Bottleneck, ResNet
 from train.models.vgg import VGG
@@ -146,3 +149,26 @@ def test_registry_exclusions_say_why() -> None:
     assert excluded["layer1.0.conv3"].endswith("prunable with chase.prune_skip")
     assert "model's output" in excluded["fc"]
     assert "classifier never changes" in derived("vgg16")[1].excluded["features.40"]
+
+
+@pytest.mark.parametrize(
+    "cmap",
+    [
+        ChannelMap(),
+        ChannelMap(offset=3, total=10),  # inside a concatenation
+        ChannelMap(inner=4),  # a flatten's H·W block
+        ChannelMap(offset=2, total=9, inner=2, outer=3),  # channels-last flatten of a concat
+    ],
+)
+def test_channel_map_fit_inverts_positions(cmap: ChannelMap) -> None:
+    width = 5
+    positions = cmap.positions(torch.arange(width), width).numpy()
+    per_position = positions.size // width
+    channels = np.broadcast_to(
+        np.arange(width)[None, :, None], (cmap.outer, width, cmap.inner)
+    ).reshape(-1)
+    assert per_position == cmap.outer * cmap.inner
+    assert ChannelMap.fit(positions, channels, cmap.size(width), width) == cmap
+    swapped = channels.copy()
+    swapped[[0, -1]] = swapped[[-1, 0]]  # two channels in each other's place: no map does that
+    assert ChannelMap.fit(positions, swapped, cmap.size(width), width) is None

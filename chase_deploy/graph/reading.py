@@ -1,4 +1,4 @@
-"""Reading an ONNX graph for channel surgery: loading with clear errors, shapes, constants, and
+"""Reading an ONNX graph for the channel engine: loading with clear errors, shapes, constants, and
 finding the layer a plan key names.
 
 Everything here is read-only; ``surgery`` decides what to change.
@@ -7,7 +7,6 @@ Everything here is read-only; ``surgery`` decides what to change.
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.json_format import ParseError
 from google.protobuf.message import DecodeError
 
-from train.errors import BadInput
+from train.errors import BadInput, one_line
 
 # Ops whose weight input (index 1) defines a layer a plan can name.
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -31,7 +30,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except (DecodeError, ParseError, ValueError, RuntimeError, OSError) as e:
         raise BadInput(
-            f"{path}: not an ONNX model or truncated ({_first_line(e)}); export it again"
+            f"{path}: not an ONNX model or truncated ({one_line(e, 200)}); export it again"
         ) from None
     return check_loaded(model, str(path))
 
@@ -43,7 +42,7 @@ def check_loaded(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as e:
-        raise BadInput(f"{source}: invalid ONNX model ({_first_line(e)})") from None
+        raise BadInput(f"{source}: invalid ONNX model ({one_line(e, 200)})") from None
     return model
 
 
@@ -52,7 +51,7 @@ def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as e:  # onnx raises several types from C++
-        raise BadInput(f"ONNX shape inference failed on the model: {_first_line(e)}") from None
+        raise BadInput(f"ONNX shape inference failed on the model: {one_line(e, 200)}") from None
 
 
 def with_input_dims(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
@@ -244,8 +243,3 @@ def static_shape(tensor: gs.Tensor) -> list[int | str | None] | None:
         d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None)
         for d in tensor.shape
     ]
-
-
-def _first_line(e: BaseException) -> str:
-    text = re.sub(r"\s+", " ", str(e)).strip()
-    return text[:200] if text else type(e).__name__

@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from slim_models import randomize_bn
 from torch import nn
 
-from chase_deploy.channel_graph import find_layers, import_graph, with_shapes
 from chase_deploy.export import export_onnx
-from chase_deploy.surgery import slim_model
+from chase_deploy.graph.reading import find_layers, import_graph, with_shapes
+from chase_deploy.graph.surgery import slim_model
 from chase_deploy.verify import compare
+from tests.slim_models import randomize_bn
 from train.errors import BadInput
 from train.plan import ChannelPlan, LayerPlan
 
