@@ -48,4 +48,3 @@ def rotating_inputs(
     """The rotation's batches: ``random_inputs`` with seeds ``seed``, ``seed + 1``, ..."""
     count = rotation_count(batch_bytes(inputs, batch))
     return [random_inputs(inputs, batch, seed=seed + i) for i in range(count)]
-
