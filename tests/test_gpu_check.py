@@ -261,3 +261,56 @@ ALL_RAN = (("imports", 0), ("gpu_tests", 0), ("prepare", 0), ("bench", 0))
 )
 def test_summary_status(rows, tests, bench, expected):
     assert load("summary").status(steps(*rows), tests, bench) == expected
+
+
+def test_bench_loads_and_compiles_each_model_once_per_mode(tmp_path, monkeypatch):
+    """Two modes, two batches each: every program is loaded once per mode (not per phase), and
+    compiled once: the compiled model's graphs serve its batches (2 dynamic, 1 its own)."""
+    import torch
+    from torch_models import dense_and_slim
+
+    from chase_deploy.backends import pytorch
+
+    bench = load("bench_resnet50")
+    programs = dense_and_slim(tmp_path)
+    prepared = {
+        "input_shape": [3, 8, 8],
+        "models": {
+            name: {"path": str(programs[source]), "flop_bound": bound}
+            for name, source, bound in (
+                ("dense", "dense", 1.0),
+                ("slim", "slim", 1.6),
+                ("slim_r8", "slim", 1.6),
+            )
+        },
+    }
+    (tmp_path / "prepare.json").write_text(json.dumps(prepared))
+    loads, graphs = [], []
+    load_pt2 = pytorch.TorchBackend.load
+
+    def counted_load(self, path, batches):
+        loads.append((self.compile, Path(path).name))
+        return load_pt2(self, path, batches)
+
+    def count(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(pytorch.TorchBackend, "load", counted_load)
+    monkeypatch.setattr(pytorch, "COMPILE_OPTIONS", {"backend": count})
+    out = tmp_path / "bench.json"
+    argv = ["--prepared", str(tmp_path), "--out", str(out), "--dry-run"]
+    assert bench.main([*argv, "--modes", "eager,compiled", "--budget-s", "1e6"]) == 0
+    report = json.loads(out.read_text())
+    assert [(p["mode"], p["batch"], p["status"]) for p in report["phases"]] == [
+        ("eager", 1, "done"),
+        ("eager", 2, "done"),
+        ("compiled", 2, "done"),
+        ("compiled", 1, "done"),
+    ]
+    names = ["dense.pt2", "slim.pt2", "slim.pt2"]
+    assert loads == [(False, n) for n in names] + [(True, n) for n in names]
+    assert len(graphs) == 2 * 3  # per model: one graph for batch 2, one for batch 1
+    assert report["complete"] and len(report["table"]) == 12
+    assert all("torch.compile" in p["backend"]["mode"] for p in report["phases"][2:])
