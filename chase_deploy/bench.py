@@ -3,7 +3,9 @@
 Method, per batch size: every model is warmed up for ``warmup_ms``, then the models take turns
 in short slices (A B A B ...) until each has run for ``duration_s``, so slow drift of the
 machine (clocks, heat, neighbours) hits all of them alike. Each iteration is timed on its own
-(host clock on CPU, CUDA events on GPU backends). Reported per model and batch: median, mean,
+(host clock on CPU, CUDA events on GPU backends, each backend's ``describe()`` says which), and
+backends that rotate their inputs (``backends.rotation``) feed each iteration a batch that is not
+in cache; the table's method line says so. Reported per model and batch: median, mean,
 p90, p99 and min latency in ms; throughput = batch * 1000 / mean latency (items/s); speedup =
 the first model's median latency over this model's at the same batch size.
 
@@ -25,7 +27,14 @@ from chase_deploy import stats
 from chase_deploy.backends.base import Backend, LoadedModel, Timer, random_inputs
 from train.errors import BadInput
 
-__all__ = ["benchmark", "check_same_outputs", "format_table", "interleave", "write_results"]
+__all__ = [
+    "benchmark",
+    "check_same_outputs",
+    "format_table",
+    "interleave",
+    "measure",
+    "write_results",
+]
 
 DEFAULT_BATCHES = (1, 8, 32)
 SLICE_S = 0.2  # target length of one turn of one model
@@ -90,27 +99,46 @@ def benchmark(
     _check_settings(models, batches, warmup_ms, duration_s, threads)
     runner = _resolve_backend(backend, threads, options or {})
     loaded = [runner.load(Path(m), list(batches)) for m in models]
-    results, stability, warnings, gate = [], [], [], []
     try:
-        for batch in batches:
-            if check_outputs:
-                gate.extend(check_same_outputs(loaded, batch, _tolerance(runner)))
-            if log:
-                log(f"batch {batch}: {len(loaded)} model(s), {duration_s:g} s each, interleaved")
-            timers = [model.timer(batch) for model in loaded]
-            latencies = interleave(timers, warmup_ms, duration_s)
-            reference = None
-            for path, slices in zip(models, latencies, strict=True):
-                flat = [x for s in slices for x in s]
-                summary = stats.summarize(flat)
-                reference = reference if reference is not None else summary["median"]
-                results.append(_result(path, runner.name, batch, summary, reference))
-                row = _stability(path, batch, slices)
-                stability.append(row)
-                warnings.extend(_warnings(row))
+        return measure(
+            loaded, runner, batches, warmup_ms, duration_s, log, check_outputs, names=models
+        )
     finally:
         for model in loaded:
             model.close()
+
+
+def measure(
+    loaded: Sequence[LoadedModel],
+    runner: Backend,
+    batches: Sequence[int],
+    warmup_ms: float = 200,
+    duration_s: float = 2.0,
+    log: Callable[[str], None] | None = None,
+    check_outputs: bool = False,
+    names: Sequence[str | Path] | None = None,
+) -> dict:
+    """``benchmark`` on models ``runner`` has loaded already (the caller closes them): a caller
+    that times one batch size at a time loads, moves and compiles each model once for all of
+    them. ``names`` label the rows (default: the models' paths)."""
+    names = list(names) if names is not None else [m.path for m in loaded]
+    results, stability, warnings, gate = [], [], [], []
+    for batch in batches:
+        if check_outputs:
+            gate.extend(check_same_outputs(loaded, batch, _tolerance(runner)))
+        if log:
+            log(f"batch {batch}: {len(loaded)} model(s), {duration_s:g} s each, interleaved")
+        timers = [model.timer(batch) for model in loaded]
+        latencies = interleave(timers, warmup_ms, duration_s)
+        reference = None
+        for path, slices in zip(names, latencies, strict=True):
+            flat = [x for s in slices for x in s]
+            summary = stats.summarize(flat)
+            reference = reference if reference is not None else summary["median"]
+            results.append(_result(path, runner.name, batch, summary, reference))
+            row = _stability(path, batch, slices)
+            stability.append(row)
+            warnings.extend(_warnings(row))
     environment = _environment(runner, warmup_ms, duration_s, stability, warnings)
     if check_outputs:
         environment["output_check"] = gate
@@ -313,9 +341,11 @@ def _method_line(env: dict, first: str) -> str:
         bits.append(
             f"{method['duration_s']:g} s per model and batch in {method['slices']} interleaved slices"
         )
-    return (
+    line = (
         f"{', '.join(bits)}; items/s = batch / mean latency; speedup = median of {first} / median"
     )
+    notes = [backend[k] for k in ("inputs", "timing") if backend.get(k)]
+    return "\n".join([line, *notes])
 
 
 def _display_names(paths: list[str]) -> dict[str, str]:

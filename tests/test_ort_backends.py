@@ -140,17 +140,18 @@ class FakeValue:
 
 
 class FakeBinding:
-    def __init__(self, calls):
+    def __init__(self, calls, index):
         self.calls = calls
+        self.index = index
 
     def bind_ortvalue_input(self, name, value):
-        self.calls.append(("bind_ortvalue_input", name))
+        self.calls.append(("bind_ortvalue_input", self.index, name, value.name))
 
     def bind_output(self, name, device, index):
-        self.calls.append(("bind_output", name))
+        self.calls.append(("bind_output", self.index, name))
 
     def bind_ortvalue_output(self, name, value):
-        self.calls.append(("bind_ortvalue_output", name, value.name))
+        self.calls.append(("bind_ortvalue_output", self.index, name, value.name))
 
     def get_outputs(self):
         return [FakeValue("out0"), FakeValue("out1")]
@@ -159,39 +160,52 @@ class FakeBinding:
 class FakeGpuSession:
     def __init__(self):
         self.calls = []
+        self.bindings = 0
 
     def io_binding(self):
-        return FakeBinding(self.calls)
+        self.bindings += 1
+        return FakeBinding(self.calls, self.bindings - 1)
 
     def get_outputs(self):
         return [FakeValue("logits"), FakeValue("features")]
 
     def run_with_iobinding(self, binding):
-        self.calls.append(("run",))
+        self.calls.append(("run", binding.index))
 
 
-def test_ort_cuda_outputs_are_bound_once_outside_the_timed_loop(monkeypatch):
+def test_ort_cuda_binds_every_rotated_batch_once_outside_the_timed_loop(monkeypatch):
     class FakeOrtValue:
         @staticmethod
         def ortvalue_from_numpy(array, device, index):
             assert device == "cuda"
-            return FakeValue("device input")
+            return FakeValue(f"device input {int(array[0, 0])}")
 
     monkeypatch.setattr(onnxruntime, "OrtValue", FakeOrtValue)
     session = FakeGpuSession()
-    timer = BoundRun(session, {"input": np.zeros((2, 3), np.float32)}, stream=None)
+    feeds = [{"input": np.full((2, 3), k, np.float32)} for k in range(3)]
+    timer = BoundRun(session, feeds)
     assert session.calls == [
-        ("bind_ortvalue_input", "input"),
-        ("bind_output", "logits"),
-        ("bind_output", "features"),
-        ("run",),  # the untimed run that allocates the outputs
-        ("bind_ortvalue_output", "logits", "out0"),
-        ("bind_ortvalue_output", "features", "out1"),
+        *(("bind_ortvalue_input", k, "input", f"device input {k}") for k in range(3)),
+        ("bind_output", 0, "logits"),
+        ("bind_output", 0, "features"),
+        ("run", 0),  # the untimed run that allocates the outputs, shared by every binding
+        *(
+            ("bind_ortvalue_output", k, name, out)
+            for k in range(3)
+            for name, out in (("logits", "out0"), ("features", "out1"))
+        ),
     ]
     session.calls.clear()
-    for _ in range(3):
+    for _ in range(7):
         assert timer() >= 0
-    assert session.calls == [("run",)] * 3  # timed runs bind and allocate nothing
+    # timed runs bind and allocate nothing, and take the batches in turn
+    assert session.calls == [("run", k % 3) for k in range(7)]
+
+
+def test_ort_cuda_timing_is_labelled_host_clock():
+    assert OrtCudaBackend.timer_kind == "perf_counter"
+    assert "host clock" in OrtCudaBackend.TIMING and "not comparable" in OrtCudaBackend.TIMING
+    assert issubclass(OrtTensorrtBackend, OrtCudaBackend)  # ort-trt times the same way
 
 
 def test_ort_backend_options_are_refused(tmp_path):

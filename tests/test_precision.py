@@ -107,6 +107,73 @@ def test_bf16_matches_fp32_in_the_reference_evaluator(exported):
     assert 0 < err <= BF16_TOL * max(1.0, float(np.abs(ref).max()))
 
 
+@pytest.fixture(scope="module")
+def preactivation(tmp_path_factory) -> onnx.ModelProto:
+    """BatchNorm after a residual Add, which no export can fold into a Conv."""
+    import torch
+    from torch import nn
+
+    class PreActivation(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(3, 8, 1)
+            self.bn = nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.a(x) + self.b(x)))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(0)
+    model = PreActivation().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(1e-4, 2.0)  # small variances: fp16 would round them
+        model.bn.weight.uniform_(0.5, 1.5)
+        model.bn.bias.uniform_(-0.3, 0.3)
+    path = tmp_path_factory.mktemp("export") / "preact.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 3, 8, 8),),
+        str(path),
+        dynamo=True,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["logits"],
+    )
+    return onnx.load(str(path))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_batchnorm_stays_fp32_with_its_original_statistics(preactivation, precision):
+    converted = convert_precision(preactivation, precision)
+    fp32 = {i.name: onnx.numpy_helper.to_array(i) for i in preactivation.graph.initializer}
+    inits = {i.name: i for i in converted.graph.initializer}
+    producer = {o: n for n in converted.graph.node for o in n.output}
+    norms = [n for n in converted.graph.node if n.op_type == "BatchNormalization"]
+    originals = [n for n in preactivation.graph.node if n.op_type == "BatchNormalization"]
+    assert len(norms) == len(originals) == 1
+    for node, original in zip(norms, originals, strict=True):
+        assert producer[node.input[0]].op_type == "Cast"  # X cast up to fp32
+        for name, source in zip(node.input[1:], original.input[1:], strict=True):
+            assert inits[name].data_type == TensorProto.FLOAT  # scale, bias, mean, var
+            np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[name]), fp32[source])
+    low = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[precision]
+    assert {inits[n].data_type for n in ("a.weight", "b.weight", "fc.weight")} == {low}
+    read = {i for n in converted.graph.node for i in n.input}
+    assert set(inits) <= read  # no fp16 copy of a BN parameter is left behind
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    ref = _ort(preactivation, x)
+    if precision == "fp16":
+        out = _ort(converted, x)
+        tol = FP16_TOL
+    else:
+        (out,) = ReferenceEvaluator(converted).run(None, {"input": x})
+        tol = BF16_TOL
+    assert float(np.abs(out - ref).max()) <= tol * max(1.0, float(np.abs(ref).max()))
+
+
 def test_bf16_weights_come_from_fp32_not_fp16(tmp_path):
     path = conv_net(tmp_path / "m.onnx", width=4)
     model = onnx.load(str(path))

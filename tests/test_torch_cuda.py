@@ -13,6 +13,7 @@ import torch
 
 from chase_deploy.backends import get_backend, missing_pieces
 from chase_deploy.backends.base import random_inputs
+from chase_deploy.backends.pytorch import _flatten
 from chase_deploy.bench import benchmark
 from tests.torch_models import dense_and_slim
 
@@ -71,3 +72,26 @@ def test_torch_cuda_benchmark_contract(programs):
     env = result["environment"]
     assert env["backend"]["device"] != "cpu" and env["backend"]["cuda_graphs"] is True
     assert all(c["passed"] for c in env["output_check"])
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_torch_cuda_graph_replays_each_rotated_input(programs):
+    """The next input is copied into the graph's buffers before each replay: replay k computes
+    the k-th batch of the rotation, as an eager run of that batch does."""
+    from chase_deploy.backends import rotation
+
+    backend = get_backend("torch-cuda", precision="bf16", channels_last=True)
+    model = backend.load(programs["slim"], [4])
+    timer = model.timer(4)
+    feeds = rotation.rotating_inputs(model.inputs, 4)
+    assert model.graphs_used and len(feeds) == 64
+    for k in range(66):
+        assert timer() > 0
+        if k not in (0, 1, 2, 63, 64, 65):
+            continue
+        (replayed,) = [t.float().cpu().numpy() for t in _flatten(model._current.outputs)]
+        (expected,) = model.run(feeds[k % len(feeds)])
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(replayed - expected).max() <= backend.output_tolerance * scale, k
+    model.close()

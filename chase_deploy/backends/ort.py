@@ -4,21 +4,28 @@ Sessions are pinned for measurement: ``intra_op_num_threads`` fixed (and reporte
 ``inter_op_num_threads`` 1, sequential execution, all graph optimizations. Provider options come
 from ``ort_providers`` (the probe uses the same). GPU sessions keep inputs and outputs on the
 device (I/O binding, outputs allocated once before timing) so a timed run is compute, not PCIe
-copies or allocation, and are timed with CUDA events on the stream ONNX Runtime computes on when
-torch can provide one. ``ort-trt`` opens one session per batch size, each with one TensorRT
+copies or allocation. ``ort-trt`` opens one session per batch size, each with one TensorRT
 profile for exactly that size, like the ``tensorrt`` backend's one profile per batch.
+
+Timing: the host clock around one ``run`` (CPU) or one synchronous ``run_with_iobinding`` (GPU).
+On the GPU that is launch plus device time plus the final synchronization, which is not the
+device-only time the ``tensorrt`` and ``torch-cuda`` backends measure (CUDA events around an
+enqueue or a CUDA-graph replay): ``describe()["timing"]`` and the bench table say so. Every timer
+feeds its runs in turn from several distinct batches (``rotation``), one binding per batch on the
+GPU, so no run reads a cached input.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from chase_deploy.backends import ort_providers
-from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer, random_inputs
+from chase_deploy.backends import ort_providers, rotation
+from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer
 from chase_deploy.backends.modelfile import inspect_model_file
 from chase_deploy.backends.probe import captured_output
 from chase_deploy.environment import available_cores, onnxruntime_version
@@ -47,10 +54,12 @@ class OrtModel(LoadedModel):
         return self.session_for(batch).run(None, feeds)
 
     def timer(self, batch: int) -> Timer:
-        session, feeds = self.session_for(batch), random_inputs(self.inputs, batch)
+        session = self.session_for(batch)
+        turn = itertools.cycle(rotation.rotating_inputs(self.inputs, batch))
         clock = time.perf_counter_ns
 
         def once() -> float:
+            feeds = next(turn)
             start = clock()
             session.run(None, feeds)
             return (clock() - start) / 1e6
@@ -59,58 +68,49 @@ class OrtModel(LoadedModel):
 
 
 class OrtGpuModel(OrtModel):
-    """Inputs and outputs bound on the GPU; timed with CUDA events when torch has CUDA."""
-
-    def __init__(self, path: Path, sessions: dict, inputs: list[InputSpec], stream=None):
-        super().__init__(path, sessions, inputs)
-        self.stream = stream  # a torch.cuda.Stream shared with ONNX Runtime, or None
+    """Inputs and outputs bound on the GPU, one binding per rotated batch."""
 
     def timer(self, batch: int) -> Timer:
-        return BoundRun(self.session_for(batch), random_inputs(self.inputs, batch), self.stream)
+        return BoundRun(self.session_for(batch), rotation.rotating_inputs(self.inputs, batch))
 
 
 class BoundRun:
-    """One timed ``run_with_iobinding`` on device-resident inputs and preallocated outputs.
+    """One timed ``run_with_iobinding`` on device-resident inputs and preallocated outputs,
+    timed by the host clock (the call returns once the device work is done).
 
-    The outputs are allocated by one untimed run and then bound as fixed buffers, so no timed
-    run allocates (``bind_output`` without a buffer would allocate on every run).
+    One binding per rotated batch, all writing the same output buffers: those are allocated by
+    one untimed run and then bound as fixed buffers, so no timed run allocates
+    (``bind_output`` without a buffer would allocate on every run).
     """
 
-    def __init__(self, session, feeds: dict[str, np.ndarray], stream):
+    def __init__(self, session, rotation_feeds: list[dict[str, np.ndarray]]):
         import onnxruntime as ort
 
         self.session = session
-        self.binding = session.io_binding()
-        self.values = {  # kept here so the device buffers live as long as the binding
-            name: ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
-            for name, array in feeds.items()
-        }
-        for name, value in self.values.items():
-            self.binding.bind_ortvalue_input(name, value)
+        self.values = [  # kept here so the device buffers live as long as the bindings
+            {name: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for name, a in feeds.items()}
+            for feeds in rotation_feeds
+        ]
+        self.bindings = [session.io_binding() for _ in self.values]
+        for binding, values in zip(self.bindings, self.values, strict=True):
+            for name, value in values.items():
+                binding.bind_ortvalue_input(name, value)
         names = [out.name for out in session.get_outputs()]
+        first = self.bindings[0]
         for name in names:
-            self.binding.bind_output(name, "cuda", 0)
-        session.run_with_iobinding(self.binding)  # untimed: ONNX Runtime allocates the outputs
-        self.outputs = list(self.binding.get_outputs())
-        for name, value in zip(names, self.outputs, strict=True):
-            self.binding.bind_ortvalue_output(name, value)
-        self.stream = stream
-        if stream is not None:
-            import torch
-
-            self.begin = torch.cuda.Event(enable_timing=True)
-            self.end = torch.cuda.Event(enable_timing=True)
+            first.bind_output(name, "cuda", 0)
+        session.run_with_iobinding(first)  # untimed: ONNX Runtime allocates the outputs
+        self.outputs = list(first.get_outputs())
+        for binding in self.bindings:
+            for name, value in zip(names, self.outputs, strict=True):
+                binding.bind_ortvalue_output(name, value)
+        self.turn = itertools.cycle(self.bindings)
 
     def __call__(self) -> float:
-        if self.stream is None:  # run_with_iobinding returns after the device work is done
-            start = time.perf_counter_ns()
-            self.session.run_with_iobinding(self.binding)
-            return (time.perf_counter_ns() - start) / 1e6
-        self.begin.record(self.stream)
-        self.session.run_with_iobinding(self.binding)
-        self.end.record(self.stream)
-        self.end.synchronize()
-        return self.begin.elapsed_time(self.end)
+        binding = next(self.turn)
+        start = time.perf_counter_ns()
+        self.session.run_with_iobinding(binding)
+        return (time.perf_counter_ns() - start) / 1e6
 
 
 class OrtBackend(Backend):
@@ -190,21 +190,25 @@ class OrtBackend(Backend):
             "execution_mode": "sequential",
             "graph_optimization": "all",
             "timer": self.timer_kind,
+            "inputs": rotation.DESCRIPTION,
         }
 
 
 class OrtCudaBackend(OrtBackend):
-    """ONNX Runtime's CUDA provider, I/O on the device."""
+    """ONNX Runtime's CUDA provider, I/O on the device, timed by the host clock (module doc)."""
 
     name = "ort-cuda"
+    TIMING = (
+        "host clock around a synchronous run_with_iobinding: launch + device time + sync; not "
+        "comparable with the device-only CUDA-event times of tensorrt and torch-cuda"
+    )
 
     def __init__(self, threads: int | None = None):
         super().__init__(threads)
         self.stream = ort_providers.compute_stream()
-        self.timer_kind = "cuda-events" if self.stream is not None else "perf_counter"
 
     def _wrap(self, path: Path, sessions: dict, inputs: list[InputSpec]) -> OrtModel:
-        return OrtGpuModel(path, sessions, inputs, self.stream)
+        return OrtGpuModel(path, sessions, inputs)
 
     def describe(self) -> dict:
         from chase_deploy.environment import current_gpu
@@ -214,6 +218,7 @@ class OrtCudaBackend(OrtBackend):
             **super().describe(),
             "device": gpu.name if gpu else "cuda",
             "io": "device buffers bound once, no copies or allocation in timed runs",
+            "timing": self.TIMING,
         }
 
 

@@ -52,9 +52,10 @@ def command(
 
     The sidecar records the TensorRT version, GPU name and compute capability, precision,
     profile and the sha256 of the ONNX file; `bench` refuses engines built by another TensorRT
-    or for another GPU. TensorRT 10 gets builder precision flags; TensorRT 11 (strongly typed)
-    gets an fp16/bf16 copy of the ONNX model with fp32 inputs and outputs. Needs TensorRT and
-    an NVIDIA GPU: without them it exits 2 and says which is missing.
+    or for another GPU. The network is strongly typed on TensorRT 10 and 11 alike, so fp16/bf16
+    builds an fp16/bf16 copy of the ONNX model (fp32 inputs and outputs, BatchNorm kept fp32);
+    no builder precision flags are set. Needs TensorRT and an NVIDIA GPU: without them it exits
+    2 and says which is missing.
 
     \b
     Examples:

@@ -2,16 +2,23 @@
 
     python tests/gpu/bench_resnet50.py --prepared DIR --out OUT/bench.json [--budget-s S] [--dry-run]
 
-Backend ``torch-cuda`` (``--dry-run``: ``torch-cpu`` with tiny timings), bf16, channels_last,
-batches 1, 32 and 256 (dry run: 1 and 2), first eager, then ``torch.compile``. Every phase is
-one ``chase_deploy.bench.benchmark`` call for one mode and batch size: the models interleaved,
-CUDA events around CUDA-graph replays, and ``check_outputs``: before anything is timed the slim
-models must give the dense model's outputs on the same inputs (bf16 tolerance), or the phase
-fails and nothing is timed. Compiled phases run batch 256 first (the goal's batch size).
+Backend ``torch-cuda`` (``--dry-run``: ``torch-cpu`` with tiny timings), bf16 (BatchNorm fp32),
+channels_last, batches 1, 32 and 256 (dry run: 1 and 2), first eager, then ``torch.compile``.
+Each mode loads the three programs once (read, moved to the device, and for ``compiled``
+wrapped in one ``torch.compile`` each) and keeps them for all its batch sizes; the batch axis is
+dynamic, so batches 256 and 32 share one compiled graph per model and batch 1 adds one. Every
+phase is one ``chase_deploy.bench.measure`` call for one mode and batch size: the models
+interleaved, CUDA events around CUDA-graph replays, inputs rotated among several batches
+(``backends.rotation``: no replay reads a cached input), and ``check_outputs``: before anything
+is timed the slim models must give the dense model's outputs on the same inputs (bf16
+tolerance), or the phase fails and nothing is timed. Compiled phases run batch 256 first (the
+goal's batch size).
 
-The whole run fits ``--budget-s``: before each phase the time it will need is estimated from
-the last phase of the same mode, and phases that do not fit are skipped and listed as such.
-The JSON is rewritten after every phase, so a run cut short still leaves its numbers.
+The whole run fits ``--budget-s``: before each phase the time it will need is estimated
+(``estimate_s``) and phases that do not fit are skipped and listed as such. A first compiled
+phase is started whenever ``FIRST_COMPILE_S`` are left: if the compilations take longer,
+``check.sh``'s timeout ends the run, which loses nothing finished, since the JSON is rewritten
+after every phase (the check then says "incomplete").
 
 ``speedup`` is dense median latency / model median latency at the same batch and mode;
 ``of_bound`` is speedup / FLOP bound (dense FLOPs / model FLOPs, from prepare.json). The goal of
@@ -30,7 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from chase_deploy.bench import benchmark, format_table  # noqa: E402
+from chase_deploy.backends import get_backend  # noqa: E402
+from chase_deploy.backends.rotation import DESCRIPTION as ROTATION  # noqa: E402
+from chase_deploy.bench import format_table, measure  # noqa: E402
 from train.atomic import write_json  # noqa: E402
 from train.errors import BadInput, one_line  # noqa: E402
 
@@ -39,7 +48,7 @@ BATCHES = (1, 32, 256)
 DRY_BATCHES = (1, 2)
 MODES = ("eager", "compiled")
 GOAL_BATCH, GOAL_MODEL, GOAL_FRACTION = 256, "slim_r8", 0.9
-FIRST_COMPILE_S = 75.0  # assumed cost of the first compiled phase (three compilations)
+FIRST_COMPILE_S = 60.0  # the least a first compiled phase takes: loading, three compilations
 MARGIN_S = 5.0
 
 
@@ -52,13 +61,20 @@ def plan_phases(modes, batches) -> list[tuple[str, int]]:
     return phases
 
 
-def estimate_s(mode: str, done: list[dict]) -> float:
-    """Seconds the next phase of ``mode`` will likely take: the longest finished one of that
-    mode, or a guess for a first compiled phase."""
-    seconds = [p["seconds"] for p in done if p["mode"] == mode and p["status"] == "done"]
-    if seconds:
-        return max(seconds)
-    return FIRST_COMPILE_S if mode == "compiled" else 0.0
+def estimate_s(mode: str, batch: int, done: list[dict]) -> float:
+    """Seconds the phase (``mode``, ``batch``) will likely take, from the finished ones: a first
+    compiled phase at least ``FIRST_COMPILE_S``; compiled batch 1 (a graph of its own) as long
+    as the first compiled phase; other phases as long as the longest finished one of their mode
+    that compiled nothing (an eager one if no compiled phase is such yet)."""
+    finished = [p for p in done if p["status"] == "done"]
+    same = [p for p in finished if p["mode"] == mode]
+    if not same:
+        return FIRST_COMPILE_S if mode == "compiled" else 0.0
+    if mode == "compiled" and batch == 1:
+        return same[0]["seconds"]
+    alike = same[1:] if mode == "compiled" else same
+    alike = alike or [p for p in finished if p["mode"] == "eager"] or same
+    return max(p["seconds"] for p in alike)
 
 
 def table_rows(result: dict, names: dict[str, str], mode: str, bounds: dict) -> list[dict]:
@@ -104,7 +120,8 @@ def run(args) -> dict:
     modes = [m for m in args.modes.split(",") if m]
     report = {
         "format": "chase-gpu-bench",
-        "what": "PyTorch (eager / torch.compile) on .pt2 programs, bf16, channels_last; not TensorRT",
+        "what": "PyTorch (eager / torch.compile) on .pt2 programs, bf16 (BatchNorm fp32), channels_last; not TensorRT",
+        "inputs": ROTATION,
         "backend": backend,
         "models": {m: prepared["models"][m] for m in MODELS if m in prepared["models"]},
         "missing": [m for m in MODELS if m not in available],
@@ -114,56 +131,109 @@ def run(args) -> dict:
         "table": [],
         "environment": None,
     }
-    for mode, batch in plan_phases(modes, batches):
-        elapsed = time.perf_counter() - start
-        need = estimate_s(mode, report["phases"])
-        phase = {"mode": mode, "batch": batch}
-        if elapsed + need + MARGIN_S > args.budget_s:
-            phase.update(
-                status="skipped", why=f"needs ~{need:.0f} s, {args.budget_s - elapsed:.0f} s left"
-            )
-            report["phases"].append(phase)
-            print(f"bench: {mode} batch {batch} skipped ({phase['why']})", flush=True)
-            continue
-        print(f"bench: {mode} batch {batch} ...", flush=True)
-        t = time.perf_counter()
-        try:
-            result = benchmark(
-                paths,
-                backend=backend,
-                batches=[batch],
-                warmup_ms=warmup_ms,
-                duration_s=duration_s,
-                options={"precision": "bf16", "channels_last": True, "compile": mode == "compiled"},
-                check_outputs=True,
-            )
-        except BadInput as e:  # the correctness gate (or a refused setting): nothing was timed
-            phase.update(status="failed", why=str(e), seconds=round(time.perf_counter() - t, 1))
-        except Exception as e:  # a crash in one mode (e.g. the compiler) must not lose the rest
-            why = f"{type(e).__name__}: {one_line(e)}"
-            phase.update(status="error", why=why, seconds=round(time.perf_counter() - t, 1))
-        else:
-            phase.update(status="done", seconds=round(time.perf_counter() - t, 1))
-            phase["output_check"] = result["environment"].get("output_check", [])
-            phase["backend"] = result["environment"]["backend"]
-            phase["warnings"] = result["environment"]["warnings"]
-            report["environment"] = report["environment"] or result["environment"]
-            report["table"].extend(table_rows(result, names, mode, bounds))
-            print(format_table(result), flush=True)
-        report["phases"].append(phase)
-        if phase["status"] != "done":
-            print(f"bench: {mode} batch {batch} {phase['status']}: {phase['why']}", flush=True)
+
+    def save() -> None:
         report["goal"] = goal(report["table"])
         report["seconds"] = round(time.perf_counter() - start, 1)
         write_json(args.out, report)
+
+    for mode in modes:
+        models = Models(backend, mode, paths, batches)
+        try:
+            for batch in phase_batches(mode, batches):
+                phase = run_phase(
+                    models, batch, start, args.budget_s, report, warmup_ms, duration_s
+                )
+                report["phases"].append(phase)
+                if phase["status"] == "done":
+                    report["table"].extend(table_rows(phase.pop("result"), names, mode, bounds))
+                save()
+        finally:
+            models.close()
     report["complete"] = not report["missing"] and all(
         p["status"] == "done" for p in report["phases"]
     )
-    report["goal"] = goal(report["table"])
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(args.out, report)
+    save()
     print(summary(report), flush=True)
     return report
+
+
+def phase_batches(mode: str, batches) -> list[int]:
+    return [b for m, b in plan_phases([mode], batches)]
+
+
+class Models:
+    """The three programs on one backend for one mode, loaded when a phase first needs them and
+    kept for the mode's other batch sizes (a compiled model keeps its compiled graphs)."""
+
+    def __init__(self, backend: str, mode: str, paths: list[str], batches) -> None:
+        self.backend, self.mode, self.paths, self.batches = backend, mode, paths, list(batches)
+        self.runner = None
+        self.loaded: list = []
+        self.failure = ""
+
+    def get(self):
+        if not self.loaded and not self.failure:
+            try:
+                self.runner = get_backend(
+                    self.backend,
+                    precision="bf16",
+                    channels_last=True,
+                    compile=self.mode == "compiled",
+                )
+                self.loaded = [self.runner.load(Path(p), self.batches) for p in self.paths]
+            except Exception as e:  # the same for every batch of this mode: said once per phase
+                self.close()
+                self.failure = f"loading: {one_line(e)}"
+        if self.failure:
+            raise RuntimeError(self.failure)
+        return self.runner, self.loaded
+
+    def close(self) -> None:
+        for model in self.loaded:
+            model.close()
+        self.loaded = []
+
+
+def run_phase(models: Models, batch: int, start, budget_s, report, warmup_ms, duration_s) -> dict:
+    """One (mode, batch) phase: skipped if it does not fit the budget, else gated and timed."""
+    mode = models.mode
+    elapsed = time.perf_counter() - start
+    need = estimate_s(mode, batch, report["phases"])
+    phase: dict = {"mode": mode, "batch": batch}
+    if elapsed + need + MARGIN_S > budget_s:
+        phase.update(status="skipped", why=f"needs ~{need:.0f} s, {budget_s - elapsed:.0f} s left")
+        print(f"bench: {mode} batch {batch} skipped ({phase['why']})", flush=True)
+        return phase
+    print(f"bench: {mode} batch {batch} ...", flush=True)
+    t = time.perf_counter()
+    try:
+        runner, loaded = models.get()
+        result = measure(
+            loaded,
+            runner,
+            [batch],
+            warmup_ms=warmup_ms,
+            duration_s=duration_s,
+            check_outputs=True,
+            names=models.paths,
+        )
+    except BadInput as e:  # the correctness gate: nothing was timed
+        phase.update(status="failed", why=str(e), seconds=round(time.perf_counter() - t, 1))
+    except Exception as e:  # a crash in one mode (e.g. the compiler) must not lose the rest
+        why = models.failure or f"{type(e).__name__}: {one_line(e)}"
+        phase.update(status="error", why=why, seconds=round(time.perf_counter() - t, 1))
+    else:
+        phase.update(status="done", seconds=round(time.perf_counter() - t, 1))
+        phase["output_check"] = result["environment"].get("output_check", [])
+        phase["backend"] = result["environment"]["backend"]
+        phase["warnings"] = result["environment"]["warnings"]
+        report["environment"] = report["environment"] or result["environment"]
+        phase["result"] = result
+        print(format_table(result), flush=True)
+    if phase["status"] != "done":
+        print(f"bench: {mode} batch {batch} {phase['status']}: {phase['why']}", flush=True)
+    return phase
 
 
 def summary(report: dict) -> str:
@@ -179,6 +249,7 @@ def summary(report: dict) -> str:
         )
     if report["missing"]:
         lines.append(f"missing models: {', '.join(report['missing'])} (see prepare.json)")
+    lines.append(f"inputs: {report.get('inputs', 'one batch replayed')}")
     lines.append(
         f"goal: {report['goal']['what']}: {'met' if report['goal']['met'] else 'not met'} {report['goal']['measured']}"
     )

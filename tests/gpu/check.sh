@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The GPU check: one run on the lendable H100/H200 box (docs/gpu-check.md).
 #
-#   OUT=/some/dir bash tests/gpu/check.sh            # on the GPU box ($OUT comes back)
-#   OUT=/tmp/gpu-out bash tests/gpu/check.sh --dry-run   # anywhere: the same steps on the CPU,
-#                                                        # tiny sizes, eager only
+#   OUT=/some/dir bash tests/gpu/check.sh              # on the GPU box ($OUT comes back)
+#   OUT=/tmp/gpu-out bash tests/gpu/check.sh --dry-run # anywhere: the same steps on the CPU,
+#                                                      # tiny sizes, eager only
 #
-# Steps, all inside one budget (CHECK_BUDGET_S, default 280 s; the contract is <= 5 minutes):
-#   1. the gpu-marked pytest tests                       -> $OUT/gpu_tests.xml
+# Steps, all inside one budget (CHECK_BUDGET_S, default 280 s; the contract is <= 5 minutes; the
+# tests may take 30 % of it, prepare.py 50 %, the benchmark what is left):
+#   0. imports: the modules the check needs (tests/gpu/box.py: pytest, onnx_graphsurgeon,
+#      onnxconverter_common). The box lacks the last two: whenever one does not import, the
+#      wheels in tests/gpu/wheels/ (CHECK_WHEELS; fetch_wheels.sh puts them there) are appended
+#      to PYTHONPATH as they are (pure-Python wheels import from the zip). If one is still
+#      missing the check stops at once, naming it.
+#   1. the gpu-marked pytest tests (of the test modules that have any) -> $OUT/gpu_tests.xml
 #   2. tests/gpu/prepare.py: dense / slim / slim --round-to 8 ResNet-50 as .pt2 (CPU, verified)
 #   3. tests/gpu/bench_resnet50.py: torch-cuda, bf16, channels_last, batch 1/32/256, eager then
-#      torch.compile, a correctness gate before each timed phase -> $OUT/bench.json
-#   4. tests/gpu/summary.py                              -> $OUT/check.json (and the table)
-# Everything printed also goes to $OUT/check.log. The project comes from PYTHONPATH; nothing is
-# installed. Without pytest on the box, wheels placed in tests/gpu/wheels/ (see fetch_wheels.sh)
-# are put on PYTHONPATH as they are (pure-Python wheels import from the zip).
-# The .pt2 files (~100 MB each) go to a temporary folder, not to $OUT.
+#      torch.compile (each model loaded, and compiled, once per mode), rotated inputs, a
+#      correctness gate before each timed phase -> $OUT/bench.json, rewritten after every phase
+#   4. tests/gpu/summary.py -> $OUT/check.json (status ok / incomplete / failed) and the table
+# Everything printed also goes to $OUT/check.log. The interpreter is python3 (the one with torch
+# on the box; PYTHON overrides); the project comes from PYTHONPATH; nothing is installed. The
+# .pt2 files (~100 MB each) go to a temporary folder, not to $OUT.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,13 +40,15 @@ exec > >(tee -a "$log") 2>&1
 budget=${CHECK_BUDGET_S:-280}
 start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
-python=${PYTHON:-$(command -v python || command -v python3)}
+python=${PYTHON:-$(command -v python3 || command -v python)}
+wheels=${CHECK_WHEELS:-$here/wheels}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 work=$(mktemp -d "${TMPDIR:-/tmp}/chase-gpu-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 steps="$OUT/steps.tsv"
 : > "$steps"
+rm -f "$OUT/gpu_tests.xml" "$OUT/prepare.json" "$OUT/bench.json" "$OUT/check.json"
 dry_flag=()
 [ "$dry" = 1 ] && dry_flag=(--dry-run)
 
@@ -57,31 +65,44 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run with a time limit, record rc and
   return 0
 }
 
+summarize() {
+  "$python" "$here/summary.py" --out "$OUT" --seconds $(($(date +%s) - start)) "${dry_flag[@]}"
+}
+
 echo "chase-deploy GPU check $( [ "$dry" = 1 ] && echo '(dry run, CPU)' ) at $(date -u +%FT%TZ)"
-echo "root $root, OUT $OUT, budget ${budget} s"
+echo "root $root, OUT $OUT, budget ${budget} s, python $python"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 "$python" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
 
-# 1. GPU-marked tests. Modules that need packages the box lacks fail to collect; the GPU tests
-#    live in modules that need only torch, numpy and onnx.
-if ! "$python" -c "import pytest" 2> /dev/null; then
-  for wheel in "$here"/wheels/*.whl; do
-    [ -e "$wheel" ] && PYTHONPATH="$PYTHONPATH:$wheel"
+# 0. The modules the check needs; the carried wheels when one is missing.
+missing=$("$python" "$here/box.py" missing)
+if [ -n "$missing" ]; then
+  added=()
+  for wheel in "$wheels"/*.whl; do
+    [ -e "$wheel" ] && PYTHONPATH="$PYTHONPATH:$wheel" && added+=("$(basename "$wheel")")
   done
+  echo "== imports: $missing missing here; appended ${#added[@]} wheel(s) from $wheels: ${added[*]:-none}"
+  missing=$("$python" "$here/box.py" missing)
 fi
-if "$python" -c "import pytest" 2> /dev/null; then
-  (cd "$root" && step gpu_tests 100 "$python" -m pytest -m gpu -o addopts=-ra -p no:cacheprovider \
-    --continue-on-collection-errors --junitxml "$OUT/gpu_tests.xml" -q tests)
-else
-  echo "== gpu_tests: pytest is not installed and tests/gpu/wheels/ has none; not run"
-  printf 'gpu_tests\tno-pytest\t0\n' >> "$steps"
+if [ -n "$missing" ]; then
+  echo "== imports: still missing: $missing. Run 'bash tests/gpu/fetch_wheels.sh' where the package index is, and carry tests/gpu/wheels/ with the tree"
+  printf 'imports\tmissing: %s\t0\n' "$missing" >> "$steps"
+  summarize
+  exit 1
 fi
+printf 'imports\t0\t0\n' >> "$steps"
+
+# 1. GPU-marked tests, from the modules that have any (collecting the rest would only cost time).
+mapfile -t gpu_modules < <(cd "$root" && grep -l "pytest.mark.gpu" tests/test_*.py)
+(cd "$root" && step gpu_tests $((budget * 3 / 10)) "$python" -m pytest -m gpu -o addopts=-ra -p no:cacheprovider \
+  --junitxml "$OUT/gpu_tests.xml" -q "${gpu_modules[@]}")
 
 # 2. The three programs.
-step prepare 150 "$python" "$here/prepare.py" --out "$work" "${dry_flag[@]}"
+step prepare $((budget / 2)) "$python" "$here/prepare.py" --out "$work" "${dry_flag[@]}"
 [ -f "$work/prepare.json" ] && cp "$work/prepare.json" "$OUT/prepare.json"
 
-# 3. The benchmark, in what is left of the budget (it plans its phases to fit).
+# 3. The benchmark, in what is left of the budget (it plans its phases to fit; if the timeout
+#    ends it anyway, bench.json keeps every finished phase and the check says "incomplete").
 remaining=$(($(left) - 10))
 if [ -f "$work/prepare.json" ] && [ "$remaining" -gt 20 ]; then
   modes=eager,compiled
@@ -94,4 +115,4 @@ else
 fi
 
 # 4. One JSON with everything, and the table.
-"$python" "$here/summary.py" --out "$OUT" --seconds $(($(date +%s) - start)) "${dry_flag[@]}"
+summarize

@@ -3,8 +3,12 @@
     python tests/gpu/prepare.py --out DIR [--dry-run]
 
 Writes ``DIR/dense.pt2``, ``DIR/slim.pt2``, ``DIR/slim_r8.pt2`` and ``DIR/prepare.json`` (paths,
-FLOPs, the FLOP-ratio bound, each program's verification). Everything runs on the CPU and needs
-only torch and numpy (no ONNX exporter, no onnx-graphsurgeon), so it runs on the GPU box as is.
+FLOPs, the FLOP-ratio bound, each program's verification). Everything runs on the CPU. The
+channel groups (which layers are pruned together, and what each cut reaches) are read from the
+model's graph, as in training and ``slim``: an ONNX export (torch's exporter, onnxscript) walked
+with onnx-graphsurgeon (``chase_deploy.channel_groups``), once for the plan and once per slim
+model. The box has all of that but onnx-graphsurgeon, whose pure-Python wheel travels in
+``tests/gpu/wheels/`` (``check.sh`` puts it on the path; without it this script exits 2 at once).
 
 The model is ImageNet ResNet-50 (3x224x224; ``--dry-run``: 3x32x32) with the irregular,
 Table-15-like widths of ``tests/perf/slim_speedup.py`` (the same ``chase_model``, not a copy):
@@ -148,6 +152,15 @@ def main(argv: list[str] | None = None, slicer=physically_slim) -> int:
         "--dry-run", action="store_true", help=f"input {'x'.join(map(str, DRY_IMAGE))} (CPU checks)"
     )
     args = parser.parse_args(argv)
+    try:
+        import onnx_graphsurgeon  # noqa: F401  (the channel groups are read with it)
+    except ImportError:
+        print(
+            "prepare: onnx_graphsurgeon does not import; run 'bash tests/gpu/fetch_wheels.sh' "
+            "and put tests/gpu/wheels/*.whl on PYTHONPATH (check.sh does)",
+            file=sys.stderr,
+        )
+        return 2
     prepare(args.out, dry_run=args.dry_run, slicer=slicer)
     return 0
 

@@ -4,9 +4,14 @@
 
 Reads what the steps of ``check.sh`` left in OUT: ``steps.tsv`` (name, exit code, seconds),
 ``gpu_tests.xml`` (pytest's JUnit report), ``prepare.json`` and ``bench.json``. ``status`` is
-``ok`` when every step ran and passed and all three models were timed in every phase,
-``incomplete`` when steps passed but something was skipped or missing (a model without the
-slicer, a phase beyond the budget), ``failed`` otherwise.
+
+- ``failed``: a needed module did not import, ``prepare`` failed, there is no ``bench.json``,
+  the benchmark failed (a gate or a crash: exit 1), or a GPU test failed or errored (an error is
+  a broken fixture or a module that does not import: as bad as a failure);
+- ``incomplete``: nothing failed but something is missing: the benchmark or the tests ran out
+  of time (``timeout``'s exit 124, or 137 after its kill; the finished phases are in
+  ``bench.json``), no test report, a model the slicer could not make, a phase beyond the budget;
+- ``ok``: every step ran and passed and all three models were timed in every phase.
 """
 
 from __future__ import annotations
@@ -73,13 +78,20 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+TIMED_OUT = (124, 137)  # timeout's exit codes: the limit was reached (137: killed after it)
+
+
 def status(steps: list[dict], tests: dict | None, bench: dict | None) -> str:
     ran = {s["name"]: s["exit"] for s in steps}
-    if ran.get("prepare") != 0 or ran.get("bench") not in (0,) or bench is None:
+    if ran.get("imports", 0) != 0 or ran.get("prepare") != 0 or bench is None:
         return "failed"
-    if tests is not None and tests["failures"]:
+    if ran.get("bench") not in (0, *TIMED_OUT):
         return "failed"
-    if tests is None or not bench.get("complete"):
+    if tests is not None and (tests["failures"] or tests["errors"]):
+        return "failed"
+    if ran.get("gpu_tests") not in (0, *TIMED_OUT) and tests is not None:
+        return "failed"  # pytest failed in a way its report does not show (usage, internal)
+    if ran.get("bench") in TIMED_OUT or tests is None or not bench.get("complete"):
         return "incomplete"
     return "ok"
 
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if tests is not None:
         print(
             f"   gpu tests: {tests['passed']} passed, {tests['failures']} failed, "
-            f"{tests['errors']} errors (modules that did not import here), {tests['skipped']} skipped"
+            f"{tests['errors']} errors, {tests['skipped']} skipped"
         )
     if bench is not None:
         from bench_resnet50 import summary

@@ -7,6 +7,11 @@ model itself. fp16 uses onnxconverter-common's converter
 fp16 results back to fp32. bf16 reuses that pass and then retypes every fp16 tensor to bf16,
 taking the weights from the fp32 originals (converting through fp16 would clamp them to ±65504
 and lose small values). bf16 Conv/pooling need opset 22, so older models are upgraded first.
+
+BatchNormalization stays fp32, its scale, bias and running statistics included (casts around it):
+a variance rounded to fp16/bf16 moves every output of its channel. Exports fold BatchNorm into the
+Conv before it, so this only concerns the ones no Conv precedes (a pre-activation BN after a
+concat or a residual Add).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from train.config import PRECISIONS
 from train.errors import BadInput, one_line
 
 FP16_MAX = 65504.0
+FP32_OPS = ("BatchNormalization",)  # computed in fp32 with fp32 parameters (module doc)
 BF16_MIN_OPSET = 22  # first opset whose Conv, pooling and Resize accept bfloat16
 
 
@@ -55,13 +61,18 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     """fp16 everywhere inside the graph, fp32 at its inputs and outputs."""
     from onnxconverter_common import float16
 
+    originals = _float32_arrays(model)
     work = onnx.ModelProto()
     work.CopyFrom(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             out = float16.convert_float_to_float16(
-                work, keep_io_types=True, max_finite_val=FP16_MAX, min_positive_val=1e-7
+                work,
+                keep_io_types=True,
+                max_finite_val=FP16_MAX,
+                min_positive_val=1e-7,
+                op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
             )
         except ValueError as e:  # the converter's own guard against converting twice
             if "already converted" not in str(e):
@@ -73,8 +84,43 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
             f"fp16 conversion clamped values of {len(clamped)} tensors to the fp16 range",
             stacklevel=2,
         )
+    _fp32_parameters(out, originals)
     _check(out, "fp16")
     return out
+
+
+def _fp32_parameters(model: onnx.ModelProto, originals: dict[str, np.ndarray]) -> None:
+    """Feed the ``FP32_OPS`` their parameters from the fp32 originals. The converter keeps those
+    ops in fp32 but stores every initializer in fp16 and casts it back, which rounds a running
+    variance to 11 bits; here each such ``Cast(fp16 initializer)`` input is replaced by an fp32
+    initializer with the original values, and what no node reads any more is dropped."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    added: set[str] = set()
+    for node in graph.node:
+        if node.op_type not in FP32_OPS:
+            continue
+        for k in range(1, len(node.input)):
+            cast = producer.get(node.input[k])
+            if cast is None or cast.op_type != "Cast" or cast.input[0] not in originals:
+                continue
+            name = f"{cast.input[0]}_fp32"
+            if name not in added:
+                graph.initializer.append(numpy_helper.from_array(originals[cast.input[0]], name))
+                added.add(name)
+            node.input[k] = name
+    if not added:
+        return
+    while True:  # drop the Casts and fp16 initializers that nothing reads now
+        read = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    kept = [i for i in graph.initializer if i.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def to_bfloat16(model: onnx.ModelProto) -> onnx.ModelProto:
