@@ -47,8 +47,11 @@ MODELS = ("dense", "slim", "slim_r8")
 
 def physically_slim(model: nn.Module, plan: ChannelPlan) -> nn.Module:
     """Physically slim ``model`` by ``plan`` (``torch_export.physically_slim``); the groups of
-    ResNet-50 do not depend on the input size, so they are traced on the small one."""
-    return torch_export.physically_slim(model, plan, DRY_IMAGE)
+    ResNet-50 (prune_skip off, as the plan prunes only bottleneck conv1/conv2) do not depend on
+    the input size, so they are traced on the small one."""
+    from chase_deploy.channel_groups import derive_groups
+
+    return torch_export.physically_slim(model, plan, derive_groups(model, DRY_IMAGE))
 
 
 def rounded_plan(model: nn.Module, plan: ChannelPlan, round_to: int) -> ChannelPlan:
