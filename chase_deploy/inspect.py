@@ -76,6 +76,7 @@ def _inspect_recipe(path: Path) -> dict[str, Any]:
     from train.config import load_recipe
     from train.data import build_data
     from train.data.shapes import known_shape
+    from train.group_fit import fitted
     from train.loop import resolve_model_kwargs
     from train.models import create_model
 
@@ -85,7 +86,10 @@ def _inspect_recipe(path: Path) -> dict[str, Any]:
     )
     resolve_model_kwargs(recipe, data)
     model = create_model(recipe.model.name, **recipe.model.kwargs)
-    found = derive_groups(model, data.input_shape, recipe.chase.prune_skip)
+    found = fitted(
+        model, derive_groups(model, data.input_shape, recipe.chase.prune_skip),
+        recipe.chase.prune_skip, data.input_shape,
+    )  # fmt: skip
     return {
         "path": str(path),
         "kind": "recipe",

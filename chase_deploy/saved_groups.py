@@ -42,13 +42,19 @@ def checkpoint_groups(
 ) -> ModelGroups:
     """The groups training used (saved in the checkpoint), or, for a checkpoint without them or
     a ``prune_skip`` other than training's, the groups traced from its model
-    (``channel_groups.checkpoint_groups``)."""
+    (``channel_groups.checkpoint_groups``), kept to those that fit it as in training
+    (``train.group_fit``)."""
     found = saved_groups(ckpt, model)
     if found is not None and (prune_skip is None or found.prune_skip == prune_skip):
         return found
     from chase_deploy.channel_groups import checkpoint_groups as traced
+    from train.checkpoint import build_model_from_checkpoint
+    from train.group_fit import fitted
 
-    return traced(ckpt, prune_skip, model)
+    if model is None:
+        model = build_model_from_checkpoint(ckpt, apply_masks=False)
+    groups = traced(ckpt, prune_skip, model)
+    return fitted(model, groups, groups.prune_skip, groups.input_shape)
 
 
 def _check_fit(groups: ModelGroups, model: nn.Module) -> None:

@@ -44,6 +44,7 @@ from train.distributed import (
     sync_buffers,
 )
 from train.errors import BadInput
+from train.group_fit import fitted
 from train.groups import ChannelGroup, ModelGroups
 from train.metrics import MetricsLog
 from train.models import create_model, resolve
@@ -238,11 +239,8 @@ class Trainer:
                 "`chase-deploy train` or pass derive_groups=chase_deploy.channel_groups.derive_groups"
             )
         found = self.derive_groups(self.model, self.data.input_shape, cfg.prune_skip)
-        groups = list(found)
-        excluded = getattr(found, "excluded", {})
-        self.model_groups = ModelGroups(
-            tuple(groups), dict(excluded), cfg.prune_skip, tuple(self.data.input_shape)
-        )
+        self.model_groups = fitted(self.model, found, cfg.prune_skip, self.data.input_shape)
+        groups, excluded = list(self.model_groups), self.model_groups.excluded
         self.groups_note = (
             f"channel groups: {len(groups)} prunable ({sum(g.width for g in groups)} channels), "
             f"{len(excluded)} layers kept whole (`chase-deploy inspect RECIPE` says why)"
