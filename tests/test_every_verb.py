@@ -16,6 +16,7 @@ from pathlib import Path
 
 import own_models
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from chase_deploy import channel_groups
@@ -170,3 +171,35 @@ def test_every_verb_succeeds_or_refuses_in_one_line(arch: str, tmp_path: Path, m
     assert report["lossless"] and report["pt2"]["slim"] is not None
     groups = json.loads((run / "channel_groups.json").read_text())
     assert groups["input_shape"] == [3, 16, 16] and groups["groups"]
+
+
+REAL = [
+    ("torchvision:mnasnet0_5", 32),
+    ("torchvision:googlenet", 32),
+    ("torchvision:inception_v3", 299),  # its auxiliary head needs the full size
+    ("torchvision:squeezenet1_1", 32),
+    ("timm:ghostnet_100", 32),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size"), REAL)
+def test_the_real_models_where_their_package_imports(name: str, size: int, tmp_path: Path) -> None:
+    """The models the issue found failing, as they come, where torchvision/timm import."""
+    package = name.partition(":")[0]
+    try:
+        __import__(package)
+    except Exception as e:  # noqa: BLE001 - a CUDA build beside a CPU torch fails oddly
+        pytest.skip(f"{package} does not import here ({type(e).__name__})")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", data={**DATA, "image_size": size}, train={"epochs": 2}, chase=CHASE
+    )
+    raw = yaml.safe_load(recipe.read_text())
+    recipe.write_text(yaml.safe_dump({**raw, "model": {"name": name}}))
+    failures: list[str] = []
+    run = tmp_path / "run"
+    code, output = invoke("train", recipe, "--out", run, "--device", "cpu")
+    check("train", code, output, failures)
+    if code == 0:
+        check("slim", *invoke("slim", run / "final.pt", "--round-to", "8"), failures)
+    assert not failures, "\n".join(failures)
