@@ -30,6 +30,7 @@ from train.chase import Chase
 from train.checkpoint import save_checkpoint as _save
 from train.config import ChaseConfig
 from train.errors import BadInput
+from train.group_fit import fitted
 from train.groups import ModelGroups
 from train.models import resolve
 from train.slicing import slice_model
@@ -44,8 +45,9 @@ def channel_groups(
 ) -> ModelGroups:
     """The channel groups Chase may prune in ``model`` for one sample of ``sample_shape``
     ([C, H, W]): the same analysis ``slim`` runs, on an ONNX export of a batch of 2.
-    ``.groups`` lists them, ``.excluded`` says why every other layer is kept whole."""
-    return derive_groups(model, sample_shape, prune_skip)
+    ``.groups`` lists them, ``.excluded`` says why every other layer is kept whole (a derived
+    group that does not fit the model's modules among them, as in training)."""
+    return fitted(model, derive_groups(model, sample_shape, prune_skip), prune_skip, sample_shape)
 
 
 def save_checkpoint(
