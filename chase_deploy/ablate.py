@@ -195,7 +195,7 @@ class Source:
 
 
 def _load_source(run_dir: str | Path) -> Source:
-    from chase_deploy.graph.analysis import checkpoint_groups
+    from chase_deploy.saved_groups import checkpoint_groups
     from train.checkpoint import build_model_from_checkpoint
     from train.config import load_recipe
     from train.data import build_data

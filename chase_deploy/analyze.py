@@ -146,7 +146,7 @@ def analyze_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def layer_widths(run: Run) -> list[LayerWidth]:
     """Width and kept channels of every prunable channel group of the model (Table 15)."""
-    from chase_deploy.graph.analysis import checkpoint_groups
+    from chase_deploy.saved_groups import checkpoint_groups
 
     prune_skip = bool(run.recipe.get("chase", {}).get("prune_skip", False))
     plan = run.plan_layers

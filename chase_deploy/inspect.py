@@ -34,13 +34,14 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
 
 
 def _inspect_checkpoint(path: Path) -> dict[str, Any]:
-    from chase_deploy.graph.analysis import checkpoint_groups
+    from chase_deploy.saved_groups import KEY, checkpoint_groups
     from chase_deploy.slim import checkpoint_models
     from train.checkpoint import load_checkpoint
 
     dense, slim, plan, info = checkpoint_models(path, exporter="torchscript")
     rows = layer_table(dense, slim, plan)
-    found = checkpoint_groups(load_checkpoint(path))
+    ckpt = load_checkpoint(path)
+    found = checkpoint_groups(ckpt)
     return {
         "path": str(path),
         "kind": "checkpoint",
@@ -48,6 +49,7 @@ def _inspect_checkpoint(path: Path) -> dict[str, Any]:
         "layers": rows,
         **summary(dense, slim, rows),
         **groups_report(found),
+        "groups_source": "saved by training" if ckpt.get(KEY) is not None else "traced",
     }
 
 
@@ -68,18 +70,27 @@ def _sized(model):
 
 
 def _inspect_recipe(path: Path) -> dict[str, Any]:
-    """The groups the trainer would prune: the recipe's model, traced on its data's shape."""
+    """The groups the trainer would prune: the recipe's model, traced on its data's shape,
+    which the recipe gives for every built-in dataset (the data is read only where it alone
+    can tell: an ImageFolder tree without ``model.num_classes``)."""
     from chase_deploy.graph.analysis import derive_groups
     from train.config import load_recipe
     from train.data import build_data
+    from train.data.shapes import known_shape
+    from train.group_fit import fitted
     from train.loop import resolve_model_kwargs
     from train.models import create_model
 
     recipe = load_recipe(path)
-    data = build_data(recipe.data, recipe.seed)
+    data = known_shape(recipe.data, recipe.model.kwargs.get("num_classes")) or build_data(
+        recipe.data, recipe.seed
+    )
     resolve_model_kwargs(recipe, data)
     model = create_model(recipe.model.name, **recipe.model.kwargs)
-    found = derive_groups(model, data.input_shape, recipe.chase.prune_skip)
+    found = fitted(
+        model, derive_groups(model, data.input_shape, recipe.chase.prune_skip),
+        recipe.chase.prune_skip, data.input_shape,
+    )  # fmt: skip
     return {
         "path": str(path),
         "kind": "recipe",

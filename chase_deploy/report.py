@@ -39,6 +39,7 @@ def write_report(
         "",
         _summary(recipe, epochs),
         "",
+        *_budget_capped(metrics),
         "## Dense vs slim",
         "",
         *_comparison(slim_report, accuracy, bench_results),
@@ -127,6 +128,20 @@ def _summary(recipe: Recipe, epochs: list[dict]) -> str:
         f"{last.get('val_acc', float('nan')):.2%}; measured density {last.get('density', float('nan')):.4f}, "
         f"channel sparsity {last.get('channel_sparsity', float('nan')):.4f}; training took {total:.0f} s."
     )
+
+
+def _budget_capped(metrics: list[dict]) -> list[str]:
+    """The ``budget_capped`` event, if channel pruning left less room than the budget."""
+    event = next((m for m in metrics if m.get("event") == "budget_capped"), None)
+    if event is None:
+        return []
+    return [
+        f"**Budget capped** at step {event['step']}: the alive channels hold "
+        f"{event['capacity']:,} weights, fewer than the budget B = {event['budget']:,}, so the "
+        f"density stays below its target (every alive position is active; lower "
+        f"`chase.channel_sparsity` or `chase.density` to keep B).",
+        "",
+    ]
 
 
 def _comparison(slim: dict, accuracy: dict, benches: dict[str, dict]) -> list[str]:

@@ -2,8 +2,8 @@
 slim_report.json, and ONNX + plan -> slim ONNX. Files are written only once every model has been
 verified, each one atomically, so a failure leaves nothing behind.
 
-``slim.pt2`` comes from ``torch_export.physically_slim`` (the graph's channel groups, cut by
-``train.slicing``); where the PyTorch slicer cannot cut a layer the ONNX surgery removed, the
+``slim.pt2`` comes from ``torch_export.physically_slim`` (the channel groups training saved in
+the checkpoint, cut by ``train.slicing``); where the PyTorch slicer cannot cut a layer the ONNX surgery removed, the
 report says why it is missing and the rest is written as before.
 """
 
@@ -22,6 +22,7 @@ from chase_deploy.graph.surgery import SlimResult, slim_model
 from chase_deploy.verify import Verification, compare
 from train.atomic import write_bytes, write_json
 from train.errors import BadInput
+from train.groups import ModelGroups
 from train.plan import ChannelPlan, empty_plan, load_plan, parse_plan
 from train.run_dir import RunDir
 
@@ -61,7 +62,9 @@ def checkpoint_models(
     round_to: int = 1,
 ) -> tuple[onnx.ModelProto, onnx.ModelProto, ChannelPlan, dict[str, Any]]:
     """Export a checkpoint's masked model and slim it with its plan (nothing verified or written)."""
-    dense, result, plan, info, _, _ = _export_and_slim(path, exporter, opset, input_shape, round_to)
+    dense, result, plan, info, _, _, _ = _export_and_slim(
+        path, exporter, opset, input_shape, round_to
+    )
     return dense, result.model, result.plan, info
 
 
@@ -82,7 +85,7 @@ def _export_and_slim(path, exporter, opset, input_shape, round_to):
         "opset": exported.opset,
         "export_vs_torch_max_abs_diff": exported.max_abs_diff_torch,
     }
-    return exported.model, result, plan, info, exported, model
+    return exported.model, result, plan, info, exported, model, ckpt
 
 
 def slim_checkpoint(
@@ -104,7 +107,7 @@ def slim_checkpoint(
     out_dir = Path(out_dir) if out_dir is not None else path.parent
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--out {out_dir}: is a file; a checkpoint is slimmed into a directory")
-    dense, result, plan, info, exported, masked = _export_and_slim(
+    dense, result, plan, info, exported, masked, ckpt = _export_and_slim(
         path, exporter, opset, input_shape, round_to
     )
     verification = compare(dense, result.model, reference_session=exported.session)
@@ -112,7 +115,9 @@ def slim_checkpoint(
     shape = info["input_shape"]
     pt2_start = time.perf_counter()
     programs = {"dense": torch_export.dense_program(masked, shape)}
-    slim_program, slim_missing = torch_export.slim_from_plan(masked, result.plan, shape)
+    slim_program, slim_missing = torch_export.slim_from_plan(
+        masked, result.plan, shape, _pt2_groups(ckpt, masked, result.plan)
+    )
     if slim_program is not None:
         programs["slim"] = slim_program
     pt2_seconds = time.perf_counter() - pt2_start
@@ -146,6 +151,16 @@ def slim_checkpoint(
     report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
     write_json(files.slim_report, report)
     return report
+
+
+def _pt2_groups(ckpt: dict, masked, plan: ChannelPlan) -> ModelGroups:
+    """The groups ``slim.pt2`` is cut by: training's (saved in the checkpoint, else traced with
+    the recipe's ``prune_skip``); none needed when the plan prunes nothing."""
+    from chase_deploy.saved_groups import checkpoint_groups
+
+    if not any(entry.pruned for entry in plan.layers.values()):
+        return ModelGroups(())
+    return checkpoint_groups(ckpt, model=masked)
 
 
 def slim_onnx_file(

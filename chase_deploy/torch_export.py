@@ -31,6 +31,7 @@ from torch import nn
 
 from chase_deploy.verify import Verification, is_lossless
 from train.errors import BadInput, one_line
+from train.groups import ChannelGroup
 from train.plan import ChannelPlan
 
 PT2_SUFFIX = ".pt2"
@@ -65,30 +66,28 @@ class Pt2Program:
         }
 
 
-def physically_slim(model: nn.Module, plan: ChannelPlan, sample_shape: Sequence[int]) -> nn.Module:
+def physically_slim(
+    model: nn.Module, plan: ChannelPlan, groups: Sequence[ChannelGroup]
+) -> nn.Module:
     """``model`` (changed in place and returned) with the output channels ``plan`` prunes
     physically removed: the one place a physically smaller PyTorch model is made for ``slim.pt2``
     and the GPU check (``tests/gpu/prepare.py``).
 
-    The channel groups come from the model's graph (``graph.analysis.analyze`` on inputs of
-    ``sample_shape`` [C, H, W]), as in training, and ``train.slicing.slice_model`` rebuilds every
-    member: producer rows and biases, norms, depthwise filters (``groups`` lowered), consumer
-    columns (grouped, flattened or concatenated ones through their channel maps). ``plan`` is the
-    plan after ``--round-to``, so the kept channels are the ONNX model's. The residual-stream
-    groups are used only when the plan prunes a stream. A pruned layer no group holds is a
-    ``ValueError`` naming it.
+    ``groups`` are the channel groups training used (``saved_groups.checkpoint_groups``: saved
+    in the checkpoint, or traced with the recipe's ``prune_skip``); ``train.slicing.slice_model``
+    rebuilds every member: producer rows and biases, norms, depthwise filters (``groups``
+    lowered), consumer columns (grouped, flattened or concatenated ones through their channel
+    maps). ``plan`` is the plan after ``--round-to``, so the kept channels are the ONNX model's.
+    A pruned layer no group holds is a ``ValueError`` naming it.
     """
-    from chase_deploy.graph.analysis import analyze
     from train.slicing import slice_model
 
     pruned = {key for key, entry in plan.layers.items() if entry.pruned}
-    analysis = analyze(model, sample_shape)
-    for prune_skip in (False, True):
-        groups = list(analysis.groups(prune_skip))
-        covered = {p for g in groups for p in g.producers}
-        if pruned <= covered:
-            slice_model(model, groups, plan)
-            return model
+    groups = list(groups)
+    covered = {p for g in groups for p in g.producers}
+    if pruned <= covered:
+        slice_model(model, groups, plan)
+        return model
     missing = sorted(pruned - covered)
     raise ValueError(
         f"plan layer {missing[0]!r} is in no channel group the PyTorch slicer can cut "
@@ -178,12 +177,15 @@ def slim_program(sliced: nn.Module, reference: nn.Module, input_shape: Sequence[
 
 
 def slim_from_plan(
-    masked: nn.Module, plan: ChannelPlan, input_shape: Sequence[int]
+    masked: nn.Module,
+    plan: ChannelPlan,
+    input_shape: Sequence[int],
+    groups: Sequence[ChannelGroup],
 ) -> tuple[Pt2Program | None, str]:
     """``slim.pt2`` from the masked model and its (rounded) plan through ``physically_slim``;
     (None, why) when the PyTorch slicer cannot cut a layer the ONNX surgery removed."""
     try:
-        sliced = physically_slim(copy.deepcopy(masked), plan, input_shape[1:])
+        sliced = physically_slim(copy.deepcopy(masked), plan, groups)
     except ValueError as e:
         return None, f"slim.pt2 not written: {e}"
     return slim_program(sliced, masked, input_shape), ""

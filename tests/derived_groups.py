@@ -16,15 +16,21 @@ from train.models import create_model
 _CACHE: dict[tuple[str, tuple[int, ...]], ChannelAnalysis] = {}
 
 
+def analyze_cached(model: nn.Module, sample_shape: Sequence[int]) -> ChannelAnalysis:
+    """``chase_deploy.graph.analysis.analyze`` with a per-architecture cache (tests that run
+    the CLI several times on one architecture patch it in)."""
+    key = (str(model), tuple(int(d) for d in sample_shape))
+    if key not in _CACHE:
+        _CACHE[key] = analyze(model, key[1])
+    return _CACHE[key]
+
+
 def derive_cached(
     model: nn.Module, sample_shape: Sequence[int], prune_skip: bool = False
 ) -> ModelGroups:
     """``chase_deploy.graph.analysis.derive_groups`` with a per-architecture cache (the
     ``derive_groups`` the tests hand to ``train.loop.train``)."""
-    key = (str(model), tuple(int(d) for d in sample_shape))
-    if key not in _CACHE:
-        _CACHE[key] = analyze(model, key[1])
-    return _CACHE[key].groups(prune_skip)
+    return analyze_cached(model, sample_shape).groups(prune_skip)
 
 
 def groups_for(

@@ -8,6 +8,8 @@ Every factory takes ``num_classes``, ``in_channels`` and ``width``.
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -274,3 +276,264 @@ def convnext(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.
 
 
 ARCHITECTURES = ("mobilenet_v2_se", "resnet18", "densenet", "resnext", "regnety", "convnext")
+
+
+# ==============================================================================================
+# Patterns from real torchvision/timm families that once ended in an internal error or lost
+# their budget (issue 20): each a structural copy, small enough to train in a second.
+
+
+# -- MNASNet: state-dict version logic ----------------------------------------------------------
+
+
+class MNASNet(nn.Module):
+    """Depthwise-separable inverted residuals whose ``_load_from_state_dict`` needs the saved
+    module version (as torchvision's MNASNet: version 1 checkpoints have another stem layout)."""
+
+    _version = 2
+
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.layers = nn.Sequential(
+            conv_bn(in_channels, w, 3, 2),
+            nn.ReLU(),
+            conv_bn(w, w, 3, groups=w),  # depthwise
+            nn.ReLU(),
+            conv_bn(w, w // 2),
+            InvertedResidual(w // 2, w, 2, 3, se=False),
+            InvertedResidual(w, w, 1, 3, se=False),
+            conv_bn(w, 4 * w),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * w, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layers(x).mean((2, 3)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs) -> None:
+        version = local_metadata.get("version", None)
+        if version not in (1, 2):
+            raise ValueError(f"version should be set to 1 or 2 instead of {version}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+def mnasnet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return MNASNet(num_classes, in_channels, width)
+
+
+# -- GoogLeNet: auxiliary classifiers in training mode ------------------------------------------
+
+
+class GoogLeNetOutputs(typing.NamedTuple):
+    logits: torch.Tensor
+    aux_logits2: torch.Tensor | None
+    aux_logits1: torch.Tensor | None
+
+
+class Inception(nn.Module):
+    """Four branches (1x1; 1x1-3x3; 1x1-3x3; pool-1x1) concatenated along the channels."""
+
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pp: int) -> None:
+        super().__init__()
+        self.branch1 = nn.Sequential(conv_bn(cin, c1), nn.ReLU())
+        self.branch2 = nn.Sequential(conv_bn(cin, c3r), nn.ReLU(), conv_bn(c3r, c3, 3), nn.ReLU())
+        self.branch3 = nn.Sequential(conv_bn(cin, c5r), nn.ReLU(), conv_bn(c5r, c5, 3), nn.ReLU())
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, 1, 1, ceil_mode=True), conv_bn(cin, pp), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
+        return torch.cat([b(x) for b in branches], 1)
+
+
+class InceptionAux(nn.Module):
+    def __init__(self, cin: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(conv_bn(cin, 16), nn.ReLU())
+        self.fc1 = nn.Linear(16 * 2 * 2, 32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.adaptive_avg_pool2d(x, (2, 2)))
+        return self.fc2(F.dropout(F.relu(self.fc1(torch.flatten(x, 1))), 0.5, self.training))
+
+
+class GoogLeNet(nn.Module):
+    """Inception blocks; in training mode two auxiliary classifiers on inner feature maps, and
+    the forward returns ``GoogLeNetOutputs`` (logits, aux2, aux1), in eval mode the logits."""
+
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.conv1 = nn.Sequential(conv_bn(in_channels, 2 * w, 3), nn.ReLU())
+        self.inception3a = Inception(2 * w, w, w, 2 * w, w // 2, w, w)  # 5w channels
+        self.maxpool = nn.MaxPool2d(2)
+        self.inception4a = Inception(5 * w, 2 * w, w, 2 * w, w // 2, w, w)  # 6w
+        self.inception4b = Inception(6 * w, 2 * w, w, 2 * w, w // 2, w, w)  # 6w
+        self.aux1 = InceptionAux(6 * w, num_classes)
+        self.aux2 = InceptionAux(6 * w, num_classes)
+        self.fc = nn.Linear(6 * w, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        x = self.maxpool(self.inception3a(self.conv1(x)))
+        x = self.inception4a(x)
+        aux1 = self.aux1(x) if self.training else None
+        x = self.inception4b(x)
+        aux2 = self.aux2(x) if self.training else None
+        logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        if self.training:
+            return GoogLeNetOutputs(logits, aux2, aux1)
+        return logits
+
+
+def googlenet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return GoogLeNet(num_classes, in_channels, width)
+
+
+# -- SqueezeNet: Fire modules (squeeze, two expands concatenated) -------------------------------
+
+
+class Fire(nn.Module):
+    def __init__(self, cin: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(nn.Module):
+    """SqueezeNet 1.1's layout (squeeze : expand1x1 : expand3x3 = 1 : 4 : 4) at width/64 of
+    its channels: the big 3x3 expands lose input and output channels at once, so at density
+    0.3 and channel sparsity 0.4 the alive channels hold fewer weights than the budget."""
+
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        s = max(1, width // 4)
+        pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 2),
+            nn.ReLU(),
+            Fire(width, s, 4 * s),
+            Fire(8 * s, s, 4 * s),
+            pool,
+            Fire(8 * s, 2 * s, 8 * s),
+            Fire(16 * s, 2 * s, 8 * s),
+            pool,
+            Fire(16 * s, 3 * s, 12 * s),
+            Fire(24 * s, 3 * s, 12 * s),
+            Fire(24 * s, 4 * s, 16 * s),
+            Fire(32 * s, 4 * s, 16 * s),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Conv2d(32 * s, num_classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+def squeezenet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return SqueezeNet(num_classes, in_channels, width)
+
+
+# -- VoVNet: one-shot aggregation (every conv's output concatenated once, 1x1 after) ------------
+
+
+class OSA(nn.Module):
+    def __init__(self, cin: int, mid: int, cout: int, layers: int = 3) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Sequential(conv_bn(cin if i == 0 else mid, mid, 3), nn.ReLU()) for i in range(layers)
+        )
+        self.concat = nn.Sequential(conv_bn(cin + layers * mid, cout), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [x]
+        for conv in self.convs:
+            outs.append(conv(outs[-1]))
+        return self.concat(torch.cat(outs, 1))
+
+
+class VoVNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(conv_bn(in_channels, 2 * w, 3, 2), nn.ReLU())
+        self.stage1 = OSA(2 * w, w, 4 * w)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.stage2 = OSA(4 * w, 2 * w, 8 * w)
+        self.head = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.pool(self.stage1(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def vovnet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return VoVNet(num_classes, in_channels, width)
+
+
+# -- GhostNet: a primary and a cheap conv concatenated, sliced, gated by squeeze-excitation -----
+
+
+class GhostModule(nn.Module):
+    def __init__(self, cin: int, cout: int, relu: bool = True) -> None:
+        super().__init__()
+        self.out = cout
+        init = (cout + 1) // 2
+        act = nn.ReLU() if relu else nn.Identity()
+        self.primary_conv = nn.Sequential(
+            nn.Conv2d(cin, init, 1, bias=False), nn.BatchNorm2d(init), act
+        )
+        self.cheap_operation = nn.Sequential(
+            nn.Conv2d(init, init, 3, 1, 1, groups=init, bias=False),
+            nn.BatchNorm2d(init),
+            nn.ReLU() if relu else nn.Identity(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.primary_conv(x)
+        x2 = self.cheap_operation(x1)
+        return torch.cat([x1, x2], 1)[:, : self.out]
+
+
+class GhostBottleneck(nn.Module):
+    def __init__(self, cin: int, mid: int, cout: int, se: bool) -> None:
+        super().__init__()
+        self.ghost1 = GhostModule(cin, mid)
+        self.se = SqueezeExcite(mid, max(1, mid // 4)) if se else nn.Identity()
+        self.ghost2 = GhostModule(mid, cout, relu=False)
+        self.shortcut = conv_bn(cin, cout) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ghost2(self.se(self.ghost1(x))) + self.shortcut(x)
+
+
+class GhostNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(conv_bn(in_channels, w, 3, 2), nn.ReLU())
+        self.blocks = nn.Sequential(
+            GhostBottleneck(w, 2 * w, w, se=False), GhostBottleneck(w, 4 * w, 2 * w, se=True)
+        )
+        self.head = nn.Linear(2 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def ghostnet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return GhostNet(num_classes, in_channels, width)
+
+
+PATTERNS = ("mnasnet", "googlenet", "squeezenet", "vovnet", "ghostnet")
+"""The issue-20 patterns: state-dict version logic, auxiliary outputs in training, Fire and OSA
+concatenations (capacity below the budget), a Ghost module's gated concatenation."""
+EVERY = ARCHITECTURES + PATTERNS

@@ -118,7 +118,7 @@ def make_checkpoint(
         "state_dict": model.state_dict(),
         "masks": masks_of(model),
         "channel_plan": plan,
-        "recipe": {},
+        "recipe": {"chase": {"prune_skip": prune_skip}},  # the groups later stages trace
         "progress": {"epoch": 1, "step": 1},
     }
     if input_shape is not None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from chase_deploy.ablate import Selector, evaluate, pruned_copy
 from chase_deploy.cli import main
-from chase_deploy.graph.analysis import checkpoint_groups
+from chase_deploy.graph.analysis import traced_checkpoint_groups as checkpoint_groups
 from tests.conftest import TINY_RECIPE, train_run
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from train.config import ABLATE_CRITERIA, load_recipe

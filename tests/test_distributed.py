@@ -151,6 +151,7 @@ def test_rank_zero_alone_writes_and_logs(reference: dict) -> None:
     out = reference["out"]
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert names == [
+        "channel_groups.json",
         "channel_plan.json",
         "checkpoints",
         "checkpoints/last.pt",

@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from chase_deploy.cli import main
 from chase_deploy.graph.flops import layer_costs, total_params
+from tests.conftest import write_recipe
 from tests.slim_models import make_checkpoint
 
 
@@ -111,3 +113,39 @@ def test_inspect_bad_paths_exit_2(tmp_path):
         result = run("inspect", path)
         assert result.exit_code == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "classes"),
+    [
+        ({"name": "cifar10", "root": "not/downloaded/yet"}, [3, 32, 32], 10),
+        ({"name": "cifar100", "root": "nowhere", "image_size": 16}, [3, 16, 16], 100),
+        ({"name": "mnist", "root": "nowhere"}, [1, 28, 28], 10),
+        ({"name": "fashion_mnist", "root": "nowhere"}, [1, 28, 28], 10),
+        ({"name": "imagefolder", "root": "nowhere", "image_size": 32}, [3, 32, 32], 5),
+    ],
+)
+def test_inspect_recipe_needs_no_data_on_disk(tmp_path, data, shape, classes):
+    """The groups need only the input shape, which the recipe gives for built-in datasets
+    (and for an ImageFolder tree once model.num_classes is set)."""
+    model = {"name": "resnet_quick", "width": 4, "num_classes": classes}
+    recipe = write_recipe(tmp_path / "r.yaml", model=model, data={"image_size": None, **data})
+    report = json.loads(run("inspect", recipe, "--json").stdout)
+    assert report["input_shape"] == shape and report["model"]["kwargs"]["num_classes"] == classes
+    assert report["model"]["kwargs"]["in_channels"] == shape[0]
+    names = [f"layer{i}.0.conv{j}" for i in (1, 2, 3) for j in (1, 2)]
+    assert [g["name"] for g in report["groups"]] == names
+
+
+def test_inspect_recipe_reads_the_data_only_when_it_alone_knows(tmp_path):
+    """An ImageFolder tree's classes are its folders: without model.num_classes, the data is
+    read, and a missing tree is refused in one line."""
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        model={"name": "resnet_quick", "width": 4},
+        data={"name": "imagefolder", "root": str(tmp_path / "missing"), "image_size": 32},
+    )
+    result = CliRunner().invoke(main, ["inspect", str(recipe)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and "imagefolder" in line.lower()  # the data was read

@@ -48,9 +48,11 @@ def test_own_loop_to_slim(tmp_path) -> None:
         model_kwargs={"num_classes": 4, "width": 8},
         sample_shape=(3, 16, 16),
         epoch=3,
+        groups=groups,
     )
     ckpt = load_checkpoint(path)
     assert ckpt["progress"] == {"epoch": 3, "step": 12}
+    assert ckpt["channel_groups"] == groups.to_dict() and ckpt["state_dict_versions"][""] == 1
     report = slim_checkpoint(path, tmp_path / "slim", round_to=8)
     assert report["lossless"] and report["plan"]["pruned"] > 0
     # The same plan shrinks the PyTorch model itself.

@@ -19,6 +19,7 @@ import torch
 
 from chase_deploy import torch_export
 from chase_deploy.backends.modelfile import inspect_model_file
+from chase_deploy.graph.analysis import derive_groups
 from tests.torch_models import masked_net, sliced_by_hand, write_pt2
 from train.errors import BadInput
 from train.plan import parse_plan
@@ -133,13 +134,14 @@ def test_physically_slim_cuts_the_plans_channels_and_slim_pt2_matches():
         }
     )
     masked = masked_net()
-    sliced = torch_export.physically_slim(copy.deepcopy(masked), plan, SHAPE[1:])
+    groups = derive_groups(masked, SHAPE[1:])
+    sliced = torch_export.physically_slim(copy.deepcopy(masked), plan, groups)
     assert sliced.conv1.out_channels == len(KEPT) and sliced.bn1.num_features == len(KEPT)
     assert sliced.conv2.in_channels == len(KEPT)
     by_hand = sliced_by_hand(masked, KEPT)
     for name, value in by_hand.state_dict().items():
         assert torch.equal(sliced.state_dict()[name], value), name
-    program, why = torch_export.slim_from_plan(masked, plan, SHAPE)
+    program, why = torch_export.slim_from_plan(masked, plan, SHAPE, groups)
     assert why == "" and program.verification.lossless
 
 
@@ -152,9 +154,10 @@ def test_a_pruned_layer_no_group_holds_is_named_and_slim_pt2_is_skipped():
         }
     )
     masked = masked_net()
+    groups = derive_groups(masked, SHAPE[1:], prune_skip=True)
     with pytest.raises(ValueError, match="plan layer 'conv2' is in no channel group"):
-        torch_export.physically_slim(copy.deepcopy(masked), plan, SHAPE[1:])
-    program, why = torch_export.slim_from_plan(masked, plan, SHAPE)
+        torch_export.physically_slim(copy.deepcopy(masked), plan, groups)
+    program, why = torch_export.slim_from_plan(masked, plan, SHAPE, groups)
     assert program is None and why.startswith("slim.pt2 not written: plan layer 'conv2'")
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch_models import masked_net, write_pt2
 
 from chase_deploy import torch_export
 from chase_deploy.backends import get_backend, pytorch, rotation
 from chase_deploy.backends.base import InputSpec, random_inputs
 from chase_deploy.backends.ort import OrtModel
+from tests.torch_models import masked_net, write_pt2
 from train.atomic import write_bytes
 
 MIB = 1 << 20

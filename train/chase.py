@@ -22,6 +22,12 @@ Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as imple
   exploration (channel pruning only). ``after_stop: freeze`` runs one last update at the first
   exploration step after tau_stop that prunes the soft-memory surplus and regrows what channel
   pruning freed, so the frozen topology holds exactly B weights.
+- Budget capped: channel pruning can leave fewer positions inside the alive channels than B
+  (concatenating networks such as SqueezeNet, DenseNet, VoVNet at density 0.3 and S_c 0.4: a
+  3x3 expand loses rows and columns at once). Explorations then fill every alive position and
+  phase B exchanges nothing (q = 0: the only free positions would be the pruned ones); the
+  first channel event that drops the capacity below B adds one ``budget_capped`` event
+  ``{"step", "budget", "capacity"}``. While the capacity holds B, every exploration ends at B.
 - ``scope: layerwise``: layer l keeps a budget b_l = its initial count (capped by the positions
   left in its alive channels, the excess shared out in proportion to the initial counts); phase A
   prunes each layer to b_l and grows the soft-memory extra in the same proportions.
@@ -138,6 +144,7 @@ class Chase:
         self._rng = torch.Generator().manual_seed(_stream(seed, _CHANNEL_STREAM))
         self._grow_rng = torch.Generator().manual_seed(_stream(seed, _GROWTH_STREAM))
         self._check_feasible()
+        self._capped = False  # the alive channels hold fewer positions than B (reported once)
 
         self.step = 0
         self._frozen = False  # after_stop: freeze, once the last prune back to B has run
@@ -171,6 +178,7 @@ class Chase:
         if not skipped:
             if self._pending_channels is not None:
                 events.append(self._channel_event(self._pending_channels, t))
+                events.extend(self._budget_capped(self._pending_channels))
                 self._pending_channels = None
             if self._pending_explore is not None:
                 events.append(self._exploration(self._pending_explore, t))
@@ -251,6 +259,7 @@ class Chase:
             for a, gr in zip(self.alive, self._groups, strict=True):
                 a.copy_(state["alive"][gr.name])
         self._widths = count_active(self.alive)
+        self._capped = self._capacity_below_budget()
         self._extra = {
             n: m.to(device=self._params_by_name[n].device, dtype=torch.bool).clone()
             for n, m in state["extra_masks"].items()
@@ -334,6 +343,10 @@ class Chase:
                 q = hard_prune_rate(t, self.timeline.total)
             else:
                 q = drop_rate(t, self.cfg.drop_fraction, self.timeline.drop_end)
+            if sum(caps) <= self.budget:
+                # Every position left in the alive channels is active (budget capped): the
+                # only free positions after a prune would be the pruned ones, regrown at zero.
+                q = 0.0
             self._frozen = freeze
             target = min(self.budget, sum(caps))
             drop = [max(math.ceil(q * n), n - b) for n, b in zip(nnz, budgets, strict=True)]
@@ -437,6 +450,18 @@ class Chase:
             "channel_sparsity": 1.0 - sum(self._widths) / self.channels_total,
             "widths": self.widths(),
         }
+
+    def _capacity_below_budget(self) -> bool:
+        return self.cfg.density < 1.0 and sum(self._capacities()) < self.budget
+
+    def _budget_capped(self, t: int) -> list[dict]:
+        """The first time the alive channels cannot hold the budget B: one ``budget_capped``
+        event. Explorations then keep every alive position active (nnz = capacity < B)."""
+        if self._capped or not self._capacity_below_budget():
+            return []
+        self._capped = True
+        capacity = sum(self._capacities())
+        return [{"event": "budget_capped", "step": t, "budget": self.budget, "capacity": capacity}]
 
     def _remove_channels(self, count: int) -> int:
         dead_per_group = self._pool.select(self._channel_keys(), self.alive, count, self._widths)

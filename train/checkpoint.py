@@ -83,10 +83,11 @@ def build_model_from_checkpoint(
 ) -> torch.nn.Module:
     """Rebuild the registry model, load the dense-shaped state and zero the masked weights."""
     from train.models import create_model
+    from train.state_versions import KEY, versioned
 
     model = create_model(ckpt["model"]["name"], **ckpt["model"].get("kwargs", {}))
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(versioned(ckpt["state_dict"], ckpt.get(KEY), model))
     except RuntimeError as e:
         raise BadInput(
             f"checkpoint state_dict does not fit model {ckpt['model']['name']}: {one_line(e)}"

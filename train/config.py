@@ -98,6 +98,12 @@ class TrainConfig:
     gamma: float = _f(0.1, lo=0.0, hi=1.0, lo_open=True)
     warmup_epochs: float = _f(0.0, lo=0.0)
     label_smoothing: float = _f(0.0, lo=0.0, hi=1.0, hi_open=True)
+    aux_weight: float | None = _f(
+        None,
+        lo=0.0,
+        help="weight of each auxiliary output's loss (models whose training forward returns "
+        "more than the logits, train.outputs); default: GoogLeNet 0.3, Inception-v3 0.4, else 0.3",
+    )
     amp: str = _f("none", choices=("none", "bf16", "fp16"), help="CUDA only; ignored on the CPU")
     channels_last: bool = _f(False, help="CUDA only")
     grad_clip: float = _f(0.0, lo=0.0, help="max global grad norm; 0 is off")

@@ -92,3 +92,12 @@ def apportion(total: int, weights: Sequence[float], caps: Sequence[int]) -> list
             out[i] += 1
         left = 0
     return out
+
+
+def capped_message(step: int, budget: int, capacity: int, total: int) -> str:
+    """The log line of a ``budget_capped`` event: the alive channels hold fewer weights than B."""
+    return (
+        f"budget capped at step {step}: the alive channels hold {capacity} weights, fewer than "
+        f"the budget B = {budget}; the density stays at or below {capacity / total:.4f} instead "
+        f"of {budget / total:.4f} (lower chase.channel_sparsity or chase.density to keep B)"
+    )

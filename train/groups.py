@@ -100,6 +100,11 @@ class ChannelMap:
             "outer": self.outer,
         }
 
+    @classmethod
+    def from_dict(cls, raw: Any) -> ChannelMap:
+        fields = {k: _int(raw, k, lo=1 if k in ("inner", "outer") else 0) for k in _MAP_KEYS}
+        return cls(**fields)
+
 
 PLAIN = ChannelMap()
 
@@ -132,6 +137,18 @@ class Member:
         if self.segments > 1:
             out["segments"] = self.segments
         return out
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Member:
+        _mapping(raw, "member")
+        return cls(
+            name=_str(raw, "name"),
+            role=_str(raw, "role"),
+            kind=_str(raw, "kind"),
+            map=ChannelMap.from_dict(raw["map"]) if "map" in raw else PLAIN,
+            axis=_int(raw, "axis", default=0),
+            segments=_int(raw, "segments", default=1, lo=1),
+        )
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,21 @@ class ChannelGroup:
             "members": [m.to_dict() for m in self.members],
         }
 
+    @classmethod
+    def from_dict(cls, raw: Any) -> ChannelGroup:
+        """The group ``to_dict`` wrote (its ``carriers`` list is read from the members)."""
+        _mapping(raw, "channel group")
+        members = tuple(Member.from_dict(m) for m in _list(raw, "members"))
+        return cls(
+            name=_str(raw, "name"),
+            producers=tuple(_str_list(raw, "producers")),
+            consumers=tuple(_str_list(raw, "consumers")),
+            width=_int(raw, "width", lo=1),
+            kind=_str(raw, "kind"),
+            members=members,
+            segments=_int(raw, "segments", default=1, lo=1),
+        )
+
 
 @dataclass(frozen=True)
 class ModelGroups:
@@ -221,3 +253,64 @@ class ModelGroups:
             "groups": [g.to_dict() for g in self.groups],
             "excluded": dict(self.excluded),
         }
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ModelGroups:
+        """The groups ``to_dict`` wrote (``channel_groups.json``, a checkpoint's
+        ``channel_groups``); malformed data raises ``ValueError`` naming the field."""
+        _mapping(raw, "channel groups")
+        excluded = raw.get("excluded", {})
+        if not isinstance(excluded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in excluded.items()
+        ):
+            raise ValueError("channel groups: `excluded` must map layer names to reasons")
+        prune_skip = raw.get("prune_skip", False)
+        if not isinstance(prune_skip, bool):
+            raise ValueError("channel groups: `prune_skip` must be true or false")
+        shape = _list(raw, "input_shape", default=[])
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ValueError("channel groups: `input_shape` must list positive integers")
+        groups = tuple(ChannelGroup.from_dict(g) for g in _list(raw, "groups"))
+        return cls(groups, dict(excluded), prune_skip, tuple(shape))
+
+
+_MAP_KEYS = ("offset", "total", "inner", "outer")
+_MISSING = object()
+
+
+def _mapping(raw: Any, what: str) -> None:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what}: expected a mapping, got {type(raw).__name__}")
+
+
+def _int(raw: Any, key: str, *, default: Any = _MISSING, lo: int = 0) -> int:
+    _mapping(raw, "channel map" if key in _MAP_KEYS else "channel group")
+    value = raw.get(key, default)
+    if value is _MISSING:
+        raise ValueError(f"channel groups: `{key}` is missing")
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ValueError(f"channel groups: `{key}` must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _str(raw: dict, key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"channel groups: `{key}` must be a non-empty string, got {value!r}")
+    return value
+
+
+def _list(raw: dict, key: str, default: Any = _MISSING) -> list:
+    value = raw.get(key, default)
+    if value is _MISSING:
+        raise ValueError(f"channel groups: `{key}` is missing")
+    if not isinstance(value, list):
+        raise ValueError(f"channel groups: `{key}` must be a list, got {type(value).__name__}")
+    return value
+
+
+def _str_list(raw: dict, key: str) -> list[str]:
+    value = _list(raw, key)
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError(f"channel groups: `{key}` must list names")
+    return value

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from train.accuracy import count_correct
@@ -30,6 +29,8 @@ from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import Recipe, explore_until_epoch
 from train.data import DataBundle, build_data
+from train.data.shapes import DataShape
+from train.density import capped_message
 from train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -43,13 +44,17 @@ from train.distributed import (
     sync_buffers,
 )
 from train.errors import BadInput
-from train.groups import ChannelGroup
+from train.group_fit import fitted
+from train.groups import ChannelGroup, ModelGroups
 from train.metrics import MetricsLog
 from train.models import create_model, resolve
 from train.optim import build_optimizer, lr_at, set_lr
+from train.outputs import aux_weight, classification_loss, main_output
 from train.plan import ChannelPlan, empty_plan
 from train.progress import Progress, log
 from train.run_dir import RunDir
+from train.state_versions import KEY as VERSIONS_KEY
+from train.state_versions import module_versions, versioned
 
 GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
@@ -64,7 +69,7 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_model_kwargs(recipe: Recipe, data: DataBundle) -> None:
+def resolve_model_kwargs(recipe: Recipe, data: DataBundle | DataShape) -> None:
     """Fill num_classes / in_channels / input_size from the data unless the recipe sets them."""
     implied = {
         "num_classes": data.num_classes,
@@ -134,6 +139,7 @@ class Trainer:
         self.recipe, self.paths, self.device, self.dist = recipe, paths, device, dist_info
         self.derive_groups = derive_groups
         self.groups_note: str | None = None
+        self.model_groups: ModelGroups | None = None  # saved with the run when derived
         self.main = dist_info.is_main
         torch.manual_seed(recipe.seed)
         self.data = build_data(recipe.data, recipe.seed, dist_info.rank, dist_info.world)
@@ -160,6 +166,8 @@ class Trainer:
         self.epoch = 0  # epochs finished
         self.step = 0  # optimizer steps taken
         self.val_acc: float | None = None  # of the last finished epoch
+        self.aux_weight = aux_weight(recipe.model.name, recipe.train.aux_weight)
+        self.aux_noted = False
 
     def _build_chase(self):
         from train.chase import Chase
@@ -231,8 +239,8 @@ class Trainer:
                 "`chase-deploy train` or pass derive_groups=chase_deploy.graph.analysis.derive_groups"
             )
         found = self.derive_groups(self.model, self.data.input_shape, cfg.prune_skip)
-        groups = list(found)
-        excluded = getattr(found, "excluded", {})
+        self.model_groups = fitted(self.model, found, cfg.prune_skip, self.data.input_shape)
+        groups, excluded = list(self.model_groups), self.model_groups.excluded
         self.groups_note = (
             f"channel groups: {len(groups)} prunable ({sum(g.width for g in groups)} channels), "
             f"{len(excluded)} layers kept whole (`chase-deploy inspect RECIPE` says why)"
@@ -310,7 +318,10 @@ class Trainer:
             lr = lr_at(self.step, cfg, self.steps_per_epoch)
             set_lr(self.optimizer, lr)
             with self._autocast():
-                loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
+                loss, aux = classification_loss(
+                    self.net(x), y, cfg.label_smoothing, self.aux_weight
+                )
+            self._note_aux(aux)
             self.optimizer.zero_grad(set_to_none=True)
             skipped = self._backward_and_step(loss)
             if self.chase is not None:
@@ -319,6 +330,8 @@ class Trainer:
                     self.metrics.write(
                         {"epoch": epoch + 1, **event} if "epoch" not in event else event
                     )
+                    if event["event"] == "budget_capped":
+                        log(self._capped_line(event), self.main)
                 self._shrink(events, epoch)
             losses.append(loss.detach())
             bar.update(loss=lambda: float(losses[-1]), lr=lr)
@@ -328,6 +341,21 @@ class Trainer:
         loss_sum, count = float(stacked.sum()), len(losses)
         loss_sum, count = all_reduce_sum([loss_sum, float(count)], self.device)
         return loss_sum / max(count, 1)
+
+    def _capped_line(self, event: dict) -> str:
+        assert self.chase is not None
+        return capped_message(event["step"], event["budget"], event["capacity"], self.chase.total)
+
+    def _note_aux(self, count: int) -> None:
+        """Say once that the model has auxiliary outputs and how they are weighted."""
+        if count and not self.aux_noted:
+            self.aux_noted = True
+            log(
+                f"the model returns {count} auxiliary output(s) in training: loss = main + "
+                f"{self.aux_weight:g} x each auxiliary loss (train.aux_weight); evaluation, "
+                f"export and slim use the main output (eval mode)",
+                self.main,
+            )
 
     def _backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
@@ -370,7 +398,7 @@ class Trainer:
             if self.device.type == "cuda" and self.recipe.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                return self.model(x)
+                return main_output(self.model(x))
 
         (correct,), total = count_correct([predict], self.data.val.batches(0))
         c, t = all_reduce_sum([float(correct), float(total)], self.device)
@@ -438,6 +466,7 @@ class Trainer:
         ckpt: dict[str, Any] = {
             "model": {"name": self.recipe.model.name, "kwargs": dict(self.recipe.model.kwargs)},
             "state_dict": {k: v.detach().cpu() for k, v in self._dense_state().items()},
+            VERSIONS_KEY: module_versions(self.model.state_dict()),
             "masks": masks,
             "channel_plan": self._plan().to_dict(),
             "recipe": self.recipe.to_dict(),
@@ -445,6 +474,8 @@ class Trainer:
             "input_shape": list(self.data.input_shape),
             "val_acc": self.val_acc,
         }
+        if self.model_groups is not None:
+            ckpt["channel_groups"] = self.model_groups.to_dict()
         if full:
             ckpt["world_size"] = self.dist.world
             shrinker = self.shrinker
@@ -471,6 +502,8 @@ class Trainer:
             import yaml
 
             write_text(self.paths.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+            if self.model_groups is not None:
+                write_json(self.paths.groups, self.model_groups.to_dict())
             self.metrics.truncate_after(self.step)
 
     def _resume_source(self, resume: str | None) -> Path | None:
@@ -516,7 +549,9 @@ class Trainer:
             raise BadInput(
                 f"--resume {source}: the recipe differs from the checkpoint's at {diff}; resume with the same recipe"
             )
-        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.load_state_dict(
+            versioned(ckpt["state_dict"], ckpt.get(VERSIONS_KEY), self.model)
+        )
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.chase is not None:
             self.chase.load_state_dict(ckpt["chase"])

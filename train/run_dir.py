@@ -44,6 +44,11 @@ class RunDir:
     def plan(self) -> Path:
         return self.path / "channel_plan.json"
 
+    @property
+    def groups(self) -> Path:
+        """The channel groups training used (``train.groups.ModelGroups.to_dict``)."""
+        return self.path / "channel_groups.json"
+
     # -- slim -----------------------------------------------------------------------------------
     @property
     def slim_report(self) -> Path:

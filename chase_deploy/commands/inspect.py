@@ -22,7 +22,9 @@ def command(path: Path, as_json: bool) -> None:
       chase-deploy inspect slim.onnx --json > layers.json
 
     A checkpoint is exported and cut with its channel plan; an ONNX file shows what its zero
-    rows and columns would allow; a recipe's model is traced on its data's input shape.
+    rows and columns would allow; a recipe's model is traced on the input shape its data
+    section implies (the dataset need not be on disk); a checkpoint shows the groups training
+    saved with it.
     """
     import json
 

@@ -48,7 +48,7 @@ def derive_groups(
     return analyze(model, sample_shape).groups(prune_skip)
 
 
-def checkpoint_groups(
+def traced_checkpoint_groups(
     ckpt: dict, prune_skip: bool | None = None, model: nn.Module | None = None
 ) -> ModelGroups:
     """The groups of a checkpoint's model, for its recorded input shape (and, unless given, its

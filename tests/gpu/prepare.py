@@ -6,7 +6,7 @@ Writes ``DIR/dense.pt2``, ``DIR/slim.pt2``, ``DIR/slim_r8.pt2`` and ``DIR/prepar
 FLOPs, the FLOP-ratio bound, each program's verification). Everything runs on the CPU. The
 channel groups (which layers are pruned together, and what each cut reaches) are read from the
 model's graph, as in training and ``slim``: an ONNX export (torch's exporter, onnxscript) walked
-with onnx-graphsurgeon (``chase_deploy.channel_groups``), once for the plan and once per slim
+with onnx-graphsurgeon (``chase_deploy.graph.analysis``), once for the plan and once per slim
 model. The box has all of that but onnx-graphsurgeon, whose pure-Python wheel travels in
 ``tests/gpu/wheels/`` (``check.sh`` puts it on the path; without it this script exits 2 at once).
 
@@ -51,8 +51,11 @@ MODELS = ("dense", "slim", "slim_r8")
 
 def physically_slim(model: nn.Module, plan: ChannelPlan) -> nn.Module:
     """Physically slim ``model`` by ``plan`` (``torch_export.physically_slim``); the groups of
-    ResNet-50 do not depend on the input size, so they are traced on the small one."""
-    return torch_export.physically_slim(model, plan, DRY_IMAGE)
+    ResNet-50 (prune_skip off, as the plan prunes only bottleneck conv1/conv2) do not depend on
+    the input size, so they are traced on the small one."""
+    from chase_deploy.graph.analysis import derive_groups
+
+    return torch_export.physically_slim(model, plan, derive_groups(model, DRY_IMAGE))
 
 
 def rounded_plan(model: nn.Module, plan: ChannelPlan, round_to: int) -> ChannelPlan:
