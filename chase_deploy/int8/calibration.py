@@ -59,13 +59,18 @@ def load_data(recipe: Recipe, samples: int, batch: int | None = None) -> DataBun
     return build_data(cfg, recipe.seed)
 
 
+def usable_samples(data: DataBundle) -> int:
+    """Training images calibration can draw: the whole batches of the seeded permutation."""
+    return len(data.train) * data.train.batch_size
+
+
 def calibration_batches(data: DataBundle, samples: int) -> Iterator[np.ndarray]:
     """Exactly ``samples`` training images, float32 NCHW, in batches of at most CALIB_BATCH.
 
     Raises BadInput up front when the training split cannot give that many.
     """
     loader = data.train
-    available = len(loader) * loader.batch_size  # whole batches of the seeded permutation
+    available = usable_samples(data)
     if samples > available:
         raise BadInput(
             f"--calib-samples {samples}: the training data has {loader.num_samples} images, "

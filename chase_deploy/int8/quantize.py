@@ -27,6 +27,7 @@ from chase_deploy.int8.calibration import (
     calibration_batches,
     load_data,
     resolve_source,
+    usable_samples,
 )
 from chase_deploy.int8.inspect_qdq import int8_macs, ort_cpu_plan, qdq_format, quantized_nodes
 from chase_deploy.int8.targets import METHODS, TARGETS, quantize_static_kwargs
@@ -52,7 +53,7 @@ def report_path_for(out: Path) -> Path:
 class Settings:
     target: str = "cpu"
     method: str = "minmax"
-    samples: int = DEFAULT_SAMPLES
+    samples: int | None = DEFAULT_SAMPLES  # None: DEFAULT_SAMPLES, or all the data has if fewer
     max_drop: float = DEFAULT_MAX_DROP
     allow_drop: bool = False
 
@@ -74,16 +75,20 @@ def quantize_file(
     model = _load(model_path)
     graph_input = _image_input(model_path, model)
     source = calib if isinstance(calib, CalibrationSource) else resolve_source(calib)
-    batch = _fixed_batch(model_path, graph_input, settings.samples)
-    data = load_data(source.recipe, settings.samples, batch)
+    batch = graph_input.dims[0]
+    data = load_data(source.recipe, settings.samples or DEFAULT_SAMPLES, batch)
+    samples = settings.samples or min(DEFAULT_SAMPLES, usable_samples(data))
+    if settings.samples is None and batch:
+        samples -= samples % batch
+    _check_fixed_batch(model_path, batch, samples)
     _check_fits(model_path, model, graph_input, data, source)
-    batches = calibration_batches(data, settings.samples)
+    batches = calibration_batches(data, samples)
     with tempfile.TemporaryDirectory(prefix="chase-int8-") as tmp:
         pre, qdq_path = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         say(f"pre-processing {model_path} (onnxruntime.quantization.quant_pre_process)")
         _pre_process(model_path, pre)
         say(
-            f"calibrating on {settings.samples} training images of {source.path} "
+            f"calibrating on {samples} training images of {source.path} "
             f"({settings.method}), target {settings.target}"
         )
         reader = CalibrationReader(batches, graph_input.name)
@@ -105,7 +110,7 @@ def _check_settings(s: Settings) -> None:
         raise BadInput(f"--target {s.target!r} is not one of {', '.join(TARGETS)}")
     if s.method not in METHODS:
         raise BadInput(f"--method {s.method!r} is not one of {', '.join(METHODS)}")
-    if s.samples < 1:
+    if s.samples is not None and s.samples < 1:
         raise BadInput(f"--calib-samples {s.samples}: give a positive number of images")
     if not s.max_drop >= 0:
         raise BadInput(f"--max-drop {s.max_drop}: give a number of top-1 points >= 0")
@@ -152,13 +157,11 @@ def _image_input(path: Path, model: onnx.ModelProto) -> GraphInput:
     return graph_input
 
 
-def _fixed_batch(path: Path, graph_input: GraphInput, samples: int) -> int | None:
-    batch = graph_input.dims[0]
+def _check_fixed_batch(path: Path, batch: int | None, samples: int) -> None:
     if batch is not None and samples % batch:
         raise BadInput(
             f"--calib-samples {samples}: {path} has a fixed batch size of {batch}; give a multiple of {batch}"
         )
-    return batch
 
 
 def _check_fits(path: Path, model, graph_input: GraphInput, data, source) -> None:

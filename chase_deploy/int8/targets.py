@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TARGETS = ("cpu", "tensorrt")
+from train.config import INT8_TARGETS
+
+TARGETS = INT8_TARGETS
 METHODS = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.999  # of |x| for the percentile method (ONNX Runtime's default)
 
