@@ -71,7 +71,9 @@ def residual_net(
     rng = np.random.default_rng(seed)
 
     def arr(name, *shape, scale=0.3):
-        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
 
     inits = [
         arr("c1.w", width, channels, 3, 3),

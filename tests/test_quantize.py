@@ -181,9 +181,7 @@ def test_report_matches_an_independent_evaluation(tmp_path, recipe):
     assert report["top1_fp32"] == (predictions["fp32"] == labels).mean()
     assert report["top1_int8"] == (predictions["int8"] == labels).mean()
     assert report["agreement"] == (predictions["fp32"] == predictions["int8"]).mean()
-    assert report["drop_points"] == pytest.approx(
-        100 * (report["top1_fp32"] - report["top1_int8"])
-    )
+    assert report["drop_points"] == pytest.approx(100 * (report["top1_fp32"] - report["top1_int8"]))
     assert report["calibration"]["samples"] == 96 and report["method"] == "minmax"
     assert report["target"] == "cpu" and report["calibration"]["seed"] == 3
     import hashlib
@@ -272,7 +270,9 @@ def test_unwritable_output(tmp_path, recipe):
     net = prototype_net(tmp_path / "p.onnx")
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    refused(quantize(net, "--calib", recipe, "--out", blocker / "x.onnx"), "--out", "not a directory")
+    refused(
+        quantize(net, "--calib", recipe, "--out", blocker / "x.onnx"), "--out", "not a directory"
+    )
     refused(quantize(net, "--calib", recipe, "--out", tmp_path / "x.bin"), "ending in .onnx")
     refused(quantize(net, "--calib", recipe, "--out", net), "is the input model")
     assert files(tmp_path) == ["blocker", "p.onnx", "tiny.yaml"]

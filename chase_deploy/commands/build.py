@@ -53,14 +53,17 @@ def command(
     The sidecar records the TensorRT version, GPU name and compute capability, precision,
     profile and the sha256 of the ONNX file; `bench` refuses engines built by another TensorRT
     or for another GPU. TensorRT 10 gets builder precision flags; TensorRT 11 (strongly typed)
-    gets an fp16/bf16 copy of the ONNX model with fp32 inputs and outputs. Needs TensorRT and
-    an NVIDIA GPU: without them it exits 2 and says which is missing.
+    gets an fp16/bf16 copy of the ONNX model with fp32 inputs and outputs. An int8 Q/DQ model
+    from `quantize --target tensorrt` builds an int8 engine by explicit quantization (no
+    --precision; the sidecar records int8); a `--target cpu` model (uint8) is refused. Needs
+    TensorRT and an NVIDIA GPU: without them it exits 2 and says which is missing.
 
     \b
     Examples:
       chase-deploy build runs/quickstart/slim.onnx
       chase-deploy build slim.onnx --out slim-fp16.engine --precision fp16 --batch 1:8:32
       chase-deploy build dense.onnx --timing-cache trt.cache --workspace-mib 2048
+      chase-deploy quantize slim.onnx --calib runs/x --target tensorrt && chase-deploy build slim.int8.onnx
     """
     from pathlib import Path
 

@@ -144,7 +144,10 @@ class OrtCpuPlan:
     integer_weights: frozenset[str]  # initializers consumed by integer kernels
 
     def to_json(self) -> dict:
-        return {"ops": self.ops, "integer_kernels": sum(self.ops.get(k, 0) for k in INTEGER_KERNELS)}
+        return {
+            "ops": self.ops,
+            "integer_kernels": sum(self.ops.get(k, 0) for k in INTEGER_KERNELS),
+        }
 
 
 def ort_cpu_plan(model_path: str | Path) -> OrtCpuPlan:
