@@ -351,16 +351,18 @@ def plot_front(
 ) -> bytes:
     """Top-1 against throughput; ``points``: {"label", "group", "throughput", "top1" (%),
     optional "top1_std"}. Points of one group are joined in throughput order (a front); int8
-    groups (a name containing "int8") are drawn dashed with hollow markers."""
+    groups (a name containing "int8") are drawn dashed with hollow markers, in the colour of
+    the same name without "int8"."""
     fig = figure(8, 5.5)
     ax = fig.subplots()
     groups: dict[str, list[dict[str, Any]]] = {}
     for point in points:
         groups.setdefault(point["group"], []).append(point)
-    for i, (group, members) in enumerate(groups.items()):
+    families = list(dict.fromkeys(g.replace("int8", "").strip() for g in groups))
+    for group, members in groups.items():
         members = sorted(members, key=lambda p: p["throughput"])
         int8 = "int8" in group
-        color = f"C{i % 10}"
+        color = f"C{families.index(group.replace('int8', '').strip()) % 10}"  # fp32 and int8 alike
         xs = [p["throughput"] for p in members]
         ys = [p["top1"] for p in members]
         errs = [p.get("top1_std") or 0.0 for p in members]
