@@ -7,7 +7,7 @@ the dense network in INT8, every model also in INT8, measured on ONNX Runtime CP
 RUNS holds the training runs, named ``<recipe stem>[_sc<S_c>]_w<W>/seed<s>`` as the queue writes
 them: ``dense_w12/seed0`` (dense.yaml at model.width 12), ``chase_sc05_w16/seed1`` (S_c 0.5),
 ``chase_sc05_w16_sc0.3/seed2``, ``chase_sc05_skip_w16_sc0.6/seed0``. Every finished run is
-  1. slimmed (``slim --round-to 8`` into RUN/slim/), skipped when done;
+  1. slimmed (``slim --round-to 8`` into RUN/front/), skipped when done;
   2. its deployed model (dense.onnx of a dense run, slim.onnx of a Chase run) quantized with
      ``quantize --target cpu`` calibrated on the run's own data (512 training images), top-1 of
      fp32 and int8 on the 10 k test images recorded in the report; skipped when done;
@@ -28,6 +28,7 @@ from pathlib import Path
 
 NAME = re.compile(r"^(dense|chase_sc05|chase_sc05_skip)_w(\d+)(?:_sc([0-9.]+))?$")
 BENCH = "front_bench.json"
+DEPLOY = "front"  # RUN/front/: this study's slim (round_to 8) and int8 models
 BATCH = 32
 
 
@@ -52,7 +53,7 @@ class Config:
         return f"{self.sc:g}{' skip' if self.skip else ''}"
 
     def model(self, run: Path, int8: bool = False) -> Path:
-        return run / "slim" / f"{self.deployed}{'.int8' if int8 else ''}.onnx"
+        return run / DEPLOY / f"{self.deployed}{'.int8' if int8 else ''}.onnx"
 
 
 def discover(runs: Path, width: int) -> list[Config]:
@@ -84,7 +85,7 @@ def prepare(config: Config, run: Path) -> None:
     from chase_deploy.int8.quantize import Settings, quantize_file, report_path_for
     from chase_deploy.slim import slim_checkpoint
 
-    slim_dir = run / "slim"
+    slim_dir = run / DEPLOY
     if not (slim_dir / "slim_report.json").is_file():
         print(f"slim {run}", flush=True)
         slim_checkpoint(run / "final.pt", slim_dir, round_to=8)
@@ -125,7 +126,7 @@ def summarize(configs: list[Config], result: dict) -> list[dict]:
         reports = [
             json.loads(c.model(run, True).with_suffix(".json").read_text()) for run in c.runs
         ]
-        slim = json.loads((c.runs[0] / "slim" / "slim_report.json").read_text())
+        slim = json.loads((c.runs[0] / DEPLOY / "slim_report.json").read_text())
         fp32, int8 = (mean_std([100 * r[k] for r in reports]) for k in ("top1_fp32", "top1_int8"))
         rows.append(
             {

@@ -1,6 +1,6 @@
 """INT8 on top of slim: how much faster, and at what cost in top-1. Opt-in, not collected by pytest.
 
-    python tests/perf/int8_speedup.py [--duration-s 6] [--batches 8] [--threads 2] [--json OUT]
+    python tests/perf/int8_speedup.py [--duration-s 6] [--batches 8] [--threads 2] [--round-to 8,16] [--json OUT]
     python tests/perf/int8_speedup.py --skip-speed --runs runs/quickstart runs/fmnist/dense_w16/seed0/slim
 
 Speed (the DESIGN's numbers): slim_speedup.py's synthetic ResNet-50 with Table-15-like irregular
@@ -53,24 +53,22 @@ def speed(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         chase_checkpoint(tmp / "resnet50.pt")
-        slim = slim_checkpoint(tmp / "resnet50.pt", tmp, round_to=8)
+        bounds, fp32 = {}, {}
+        for n in args.round_to:
+            slim = slim_checkpoint(tmp / "resnet50.pt", tmp / f"r{n}", round_to=n)
+            bounds[f"slim-r{n}"] = slim["flop_ratio"]
+            fp32[f"slim-r{n}"] = tmp / f"r{n}" / "slim.onnx"
+        fp32 = {"dense": tmp / f"r{args.round_to[0]}" / "dense.onnx", **fp32}
         recipe = tmp / "calib.yaml"
         recipe.write_text(yaml.safe_dump(CALIB_RECIPE))
         settings = Settings(target="cpu", samples=16, allow_drop=True)
-        reports = {}
-        for name in ("dense", "slim"):
-            reports[name] = quantize_file(
-                tmp / f"{name}.onnx", recipe, tmp / f"{name}.int8.onnx", settings, log=print
-            )
-            macs = reports[name]["int8_macs"]
-            print(f"{name}.int8: {macs['share']:.1%} of MACs in int8 on ORT CPU")
-            print(f"  ORT CPU optimized graph: {reports[name]['onnxruntime_cpu']['ops']}")
-        models = {
-            "dense": tmp / "dense.onnx",
-            "slim-r8": tmp / "slim.onnx",
-            "dense-int8": tmp / "dense.int8.onnx",
-            "slim-r8-int8": tmp / "slim.int8.onnx",
-        }
+        models = dict(fp32)
+        for name, path in fp32.items():
+            out = path.with_suffix(".int8.onnx")
+            report = quantize_file(path, recipe, out, settings, log=print)
+            print(f"{name}-int8: {report['int8_macs']['share']:.1%} of MACs in int8 on ORT CPU")
+            print(f"  ORT CPU optimized graph: {report['onnxruntime_cpu']['ops']}")
+            models[f"{name}-int8"] = out
         result = benchmark(
             [str(p) for p in models.values()],
             backend="ort-cpu",
@@ -81,7 +79,6 @@ def speed(args: argparse.Namespace) -> dict:
         )
         print(format_table(result))
     by_path = {str(p): n for n, p in models.items()}
-    bound = slim["flop_ratio"]
     rows = []
     for batch in args.batches:
         ms = {
@@ -89,24 +86,28 @@ def speed(args: argparse.Namespace) -> dict:
             for r in result["results"]
             if r["batch"] == batch
         }
-        int8_ratio = ms["dense-int8"] / ms["slim-r8-int8"]
-        rows.append(
-            {
-                "batch": batch,
-                "ms": ms,
-                "speedup_vs_dense_fp32": {n: ms["dense"] / v for n, v in ms.items()},
-                "slim_int8_over_dense_int8": int8_ratio,
-                "flop_bound": bound,
-                "of_bound": int8_ratio / bound,
-            }
-        )
         print(f"\nbatch {batch}, ONNX Runtime CPU, {args.threads} threads, one interleaved run:")
         for n, v in ms.items():
             print(f"  {n:>13}: {v:9.2f} ms  {ms['dense'] / v:5.2f}x dense fp32")
-        print(
-            f"  slim-int8 / dense-int8: {int8_ratio:.2f}x, FLOP bound {bound:.2f}x -> "
-            f"{int8_ratio / bound:.2f} of the bound"
-        )
+        for slim, bound in bounds.items():
+            fp32_ratio = ms["dense"] / ms[slim]
+            int8_ratio = ms["dense-int8"] / ms[f"{slim}-int8"]
+            rows.append(
+                {
+                    "batch": batch,
+                    "slim": slim,
+                    "ms": ms,
+                    "speedup_vs_dense_fp32": {n: ms["dense"] / v for n, v in ms.items()},
+                    "flop_bound": bound,
+                    "fp32_of_bound": fp32_ratio / bound,
+                    "int8_of_bound": int8_ratio / bound,
+                }
+            )
+            print(
+                f"  {slim}: fp32 {fp32_ratio:.2f}x over dense fp32, int8 {int8_ratio:.2f}x over "
+                f"dense int8; FLOP bound {bound:.2f}x -> {fp32_ratio / bound:.2f} (fp32) and "
+                f"{int8_ratio / bound:.2f} (int8) of it"
+            )
     return {"rows": rows, "environment": result["environment"]}
 
 
@@ -144,6 +145,12 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=6.0)
     parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[8])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--round-to",
+        type=lambda s: [int(n) for n in s.split(",")],
+        default=[8],
+        help="slim widths in multiples of each N (8,16: both, in the same run)",
+    )
     parser.add_argument("--runs", type=Path, nargs="*", default=[])
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
