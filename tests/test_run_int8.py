@@ -63,3 +63,23 @@ def test_run_with_int8_benches_and_reports_four_models(tmp_path: Path) -> None:
     assert "`quantize --target cpu --method minmax`" in report
     front = out / "front_ort-cpu.png"
     assert front.read_bytes().startswith(PNG) and f"]({front.name})" in report
+
+
+def test_a_run_dir_written_before_a_key_existed_is_the_same_recipe(tmp_path: Path) -> None:
+    """recipe.yaml of a run from before deploy.int8 existed: still the same recipe."""
+    import yaml
+
+    from chase_deploy.commands.run import _check_same_recipe
+    from train.config import load_recipe
+    from train.errors import BadInput
+
+    recipe = write_recipe(tmp_path / "r.yaml")
+    spec = load_recipe(recipe)
+    saved = spec.to_dict()
+    del saved["deploy"]["int8"], saved["deploy"]["int8_target"]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    _check_same_recipe(out, spec)  # no refusal
+    with pytest.raises(BadInput, match="different recipe"):
+        _check_same_recipe(out, load_recipe(recipe, ["deploy.int8=true"]))
