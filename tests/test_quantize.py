@@ -284,6 +284,9 @@ def test_fixed_batch_model(tmp_path, recipe):
     report = quantize_file(net, recipe, None, Settings(samples=48))
     assert report["calibration"]["samples"] == 48 and report["val_samples"] == 64
     assert report["top1_fp32"] == 1.0
+    net = prototype_net(tmp_path / "p20.onnx", batch=20)
+    report = quantize_file(net, recipe, None, Settings(samples=None))  # what `run` asks for
+    assert report["calibration"]["samples"] == 180  # whole batches of 20 among the 192 images
 
 
 @pytest.mark.parametrize(

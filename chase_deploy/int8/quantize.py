@@ -77,10 +77,7 @@ def quantize_file(
     source = calib if isinstance(calib, CalibrationSource) else resolve_source(calib)
     batch = graph_input.dims[0]
     data = load_data(source.recipe, settings.samples or DEFAULT_SAMPLES, batch)
-    samples = settings.samples or min(DEFAULT_SAMPLES, usable_samples(data))
-    if settings.samples is None and batch:
-        samples -= samples % batch
-    _check_fixed_batch(model_path, batch, samples)
+    samples = _sample_count(model_path, settings.samples, data, batch)
     _check_fits(model_path, model, graph_input, data, source)
     batches = calibration_batches(data, samples)
     with tempfile.TemporaryDirectory(prefix="chase-int8-") as tmp:
@@ -157,11 +154,16 @@ def _image_input(path: Path, model: onnx.ModelProto) -> GraphInput:
     return graph_input
 
 
-def _check_fixed_batch(path: Path, batch: int | None, samples: int) -> None:
-    if batch is not None and samples % batch:
+def _sample_count(path: Path, asked: int | None, data, batch: int | None) -> int:
+    """``asked``, or up to DEFAULT_SAMPLES (whole batches of a fixed-batch model) when None."""
+    if asked is None:
+        samples = min(DEFAULT_SAMPLES, usable_samples(data))
+        return samples - samples % batch if batch else samples
+    if batch is not None and asked % batch:
         raise BadInput(
-            f"--calib-samples {samples}: {path} has a fixed batch size of {batch}; give a multiple of {batch}"
+            f"--calib-samples {asked}: {path} has a fixed batch size of {batch}; give a multiple of {batch}"
         )
+    return asked
 
 
 def _check_fits(path: Path, model, graph_input: GraphInput, data, source) -> None:
