@@ -16,6 +16,8 @@ from train.config import Recipe
 from train.progress import log
 from train.run_dir import RunDir
 
+FP32_MODELS = ("dense", "slim")
+
 
 def run_pipeline(
     recipe: Recipe, out: Path, *, device: str = "auto", twin: Path | None = None
@@ -27,12 +29,17 @@ def run_pipeline(
     timings = _load_timings(files)
     final = _stage(files, "train", timings, lambda: _train(recipe, files, device))
     slim_report = _stage(files, "slim", timings, lambda: _slim(recipe, files, final))
+    int8 = {}
+    if recipe.deploy.int8:
+        int8 = _stage(files, "quantize", timings, lambda: _quantize(recipe, files))
     engines = _stage(files, "build", timings, lambda: _build(recipe, files))
     benches = _stage(files, "bench", timings, lambda: _bench(recipe, files, engines))
     accuracy = _stage(files, "accuracy", timings, lambda: _accuracy(recipe, files))
     from chase_deploy.report import write_report
 
-    report = write_report(out, recipe, slim_report, benches, accuracy, timings, twin=twin)
+    report = write_report(
+        out, recipe, slim_report, benches, accuracy, timings, twin=twin, int8=int8
+    )
     log(f"report: {report}")
     return report
 
@@ -75,6 +82,45 @@ def _slim(recipe: Recipe, files: RunDir, final: str) -> dict:
     )
 
 
+def _quantize(recipe: Recipe, files: RunDir) -> dict[str, dict]:
+    """dense.int8.onnx and slim.int8.onnx (``deploy.int8_target``), calibrated on the run's data.
+
+    A top-1 drop does not stop the run: the report shows it beside the fp32 rows.
+    """
+    from chase_deploy.int8.calibration import CalibrationSource
+    from chase_deploy.int8.quantize import Settings, quantize_file
+
+    source = CalibrationSource(files.path, "run", recipe)
+    settings = Settings(target=recipe.deploy.int8_target, samples=None, allow_drop=True)
+    results = {}
+    for name in FP32_MODELS:
+        report = quantize_file(
+            files.onnx(name), source, files.onnx(int8_name(name)), settings, log=log
+        )
+        keys = ("top1_fp32", "top1_int8", "drop_points", "agreement", "target", "method")
+        results[int8_name(name)] = {
+            **{k: report[k] for k in keys},
+            "samples": report["calibration"]["samples"],
+            "int8_mac_share": report["int8_macs"]["share"],
+        }
+    return results
+
+
+def int8_name(name: str) -> str:
+    """``dense`` -> ``dense.int8``: the run directory's int8 model (``dense.int8.onnx``)."""
+    return f"{name}.int8"
+
+
+def _models(recipe: Recipe, backend: str) -> list[str]:
+    """The models ``run`` benches on ``backend``: dense and slim, and with ``deploy.int8`` their
+    int8 versions, except the cpu form on TensorRT backends (TensorRT takes symmetric int8 only)."""
+    names = list(FP32_MODELS)
+    tensorrt = backend in ("tensorrt", "ort-trt")
+    if recipe.deploy.int8 and (recipe.deploy.int8_target == "tensorrt" or not tensorrt):
+        names += [int8_name(n) for n in FP32_MODELS]
+    return names
+
+
 def _backends(recipe: Recipe) -> list[str]:
     """The ONNX/engine backends ``run`` benches (the torch backends run ``.pt2`` programs, and
     ``run`` compares dense.onnx with slim.onnx)."""
@@ -105,7 +151,7 @@ def _build(recipe: Recipe, files: RunDir) -> dict[str, str]:
     batches = sorted(recipe.deploy.batch_sizes)
     profile = (batches[0], batches[len(batches) // 2], batches[-1])
     engines = {}
-    for name in ("dense", "slim"):
+    for name in _models(recipe, "tensorrt"):
         engines[name] = str(
             build_engine(
                 files.onnx(name),
@@ -126,10 +172,11 @@ def _bench(recipe: Recipe, files: RunDir, engines: dict[str, str]) -> dict[str, 
     results = {}
     d = recipe.deploy
     for backend in _backends(recipe):
+        names = _models(recipe, backend)
         if backend == "tensorrt":
-            models = [engines["dense"], engines["slim"]]
+            models = [engines[name] for name in names]
         else:
-            models = [str(files.onnx("dense")), str(files.onnx("slim"))]
+            models = [str(files.onnx(name)) for name in names]
         result = benchmark(
             models,
             backend=backend,
@@ -146,26 +193,12 @@ def _bench(recipe: Recipe, files: RunDir, engines: dict[str, str]) -> dict[str, 
 
 
 def _accuracy(recipe: Recipe, files: RunDir) -> dict[str, float]:
-    """Top-1 of dense.onnx and slim.onnx on the validation set, run by ONNX Runtime on the CPU."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-
-    from train.accuracy import count_correct
+    """Top-1 of dense.onnx, slim.onnx (and their int8 versions) on the validation set, run by
+    ONNX Runtime on the CPU."""
+    from chase_deploy.onnx_accuracy import evaluate
     from train.data import build_data
 
     data = build_data(recipe.data, recipe.seed)
-    names = ("dense", "slim")
-    sessions = [
-        ort.InferenceSession(str(files.onnx(name)), providers=["CPUExecutionProvider"])
-        for name in names
-    ]
-
-    def predictor(sess):
-        feed_name = sess.get_inputs()[0].name
-        return lambda x: torch.from_numpy(
-            sess.run(None, {feed_name: x.numpy().astype(np.float32)})[0]
-        )
-
-    correct, total = count_correct([predictor(s) for s in sessions], data.val.batches(0))
-    return {name: float(c) / total for name, c in zip(names, correct, strict=True)}
+    names = _models(recipe, "ort-cpu")
+    result = evaluate([files.onnx(name) for name in names], data.val.batches(0))
+    return dict(zip(names, result.top1, strict=True))

@@ -340,3 +340,53 @@ def _series(result: dict[str, Any]) -> dict[str, dict[int, dict]]:
         for label, row in zip(labels, rows, strict=False):
             series[label][batch] = row
     return series
+
+
+# ----------------------------------------------------------------------------------------------
+# The accuracy-speed front: top-1 against measured throughput, fp32 and int8
+
+
+def plot_front(
+    points: Sequence[dict[str, Any]], title: str, xlabel: str = "throughput (items / s)"
+) -> bytes:
+    """Top-1 against throughput; ``points``: {"label", "group", "throughput", "top1" (%),
+    optional "top1_std"}. Points of one group are joined in throughput order (a front); int8
+    groups (a name containing "int8") are drawn dashed with hollow markers, in the colour of
+    the same name without "int8"."""
+    fig = figure(8, 5.5)
+    ax = fig.subplots()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault(point["group"], []).append(point)
+    families = list(dict.fromkeys(g.replace("int8", "").strip() for g in groups))
+    for group, members in groups.items():
+        members = sorted(members, key=lambda p: p["throughput"])
+        int8 = "int8" in group
+        color = f"C{families.index(group.replace('int8', '').strip()) % 10}"  # fp32 and int8 alike
+        xs = [p["throughput"] for p in members]
+        ys = [p["top1"] for p in members]
+        errs = [p.get("top1_std") or 0.0 for p in members]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=errs if any(errs) else None,
+            color=color,
+            linestyle="--" if int8 else "-",
+            marker="s" if int8 else "o",
+            markerfacecolor="none" if int8 else color,
+            capsize=3,
+            label=group,
+        )
+        for p in members:
+            ax.annotate(
+                p["label"],
+                (p["throughput"], p["top1"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=TICK_SIZE,
+                color=color,
+            )
+    ax.set(xlabel=xlabel, ylabel="top-1 (%)", title=title)
+    ax.grid(alpha=GRID_ALPHA)
+    ax.legend(fontsize=LEGEND_SIZE)
+    return png(fig)

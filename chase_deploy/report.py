@@ -21,9 +21,11 @@ def write_report(
     accuracy: dict[str, float],
     timings: dict[str, float],
     twin: Path | None = None,
+    int8: dict[str, dict] | None = None,
 ) -> Path:
     """``twin``: another run directory of the same recipe (a masked twin of a shrinking run)
-    whose epoch times are plotted beside this run's."""
+    whose epoch times are plotted beside this run's. ``int8``: the ``quantize`` stage's results
+    (``deploy.int8``), one entry per int8 model."""
     files = RunDir(out)
     metrics = read_metrics(files.metrics)
     epochs = [m for m in metrics if m.get("event") == "epoch"]
@@ -42,8 +44,10 @@ def write_report(
         *_budget_capped(metrics),
         "## Dense vs slim",
         "",
-        *_comparison(slim_report, accuracy, bench_results),
+        *_comparison(files, slim_report, accuracy, bench_results),
         "",
+        *_int8_notes(int8 or {}),
+        *_fronts(files, accuracy, bench_results),
         "## Training",
         "",
         f"![training curves]({files.training_png.name})",
@@ -144,26 +148,34 @@ def _budget_capped(metrics: list[dict]) -> list[str]:
     ]
 
 
-def _comparison(slim: dict, accuracy: dict, benches: dict[str, dict]) -> list[str]:
+def _model_name(path: str) -> str:
+    """``.../dense.int8.onnx`` or ``.../dense.int8.engine`` -> ``dense.int8``."""
+    return Path(path).stem
+
+
+def _comparison(files: RunDir, slim: dict, accuracy: dict, benches: dict[str, dict]) -> list[str]:
+    """One row per model (dense, slim, and their int8 versions): top-1, size, speed."""
     params, flops = slim.get("params", {}), slim.get("flops", {})
     rows = []
     bench_cols = {}
     for backend, res in benches.items():
         for r in res["results"]:
-            bench_cols.setdefault((backend, r["batch"]), {})[
-                Path(r["model"]).stem.split(".")[0]
-            ] = r
+            bench_cols.setdefault((backend, r["batch"]), {})[_model_name(r["model"])] = r
     batch_keys = sorted(bench_cols)
-    header = "| model | top-1 (ORT) | parameters | FLOPs |" + "".join(
+    header = "| model | top-1 (ORT) | parameters | FLOPs | file size |" + "".join(
         f" {b} b{n}: ms / items/s / speedup |" for b, n in batch_keys
     )
-    sep = "|---|---|---|---|" + "---|" * len(batch_keys)
-    for name in ("dense", "slim"):
+    sep = "|---|---|---|---|---|" + "---|" * len(batch_keys)
+    names = ["dense", "slim", *(n for n in accuracy if n not in ("dense", "slim"))]
+    for name in names:
+        fp32 = name.split(".")[0]  # an int8 model has its fp32 model's parameters and FLOPs
+        path = files.onnx(name)
         cells = [
             name,
             f"{accuracy.get(name, float('nan')):.2%}",
-            f"{params.get(name, 0):,}",
-            _gflops(flops.get(name, 0)),
+            f"{params.get(fp32, 0):,}",
+            _gflops(flops.get(fp32, 0)) + (" (int8)" if name != fp32 else ""),
+            f"{path.stat().st_size / 1e6:.3f} MB" if path.is_file() else "-",
         ]
         for key in batch_keys:
             r = bench_cols[key].get(name)
@@ -179,6 +191,40 @@ def _comparison(slim: dict, accuracy: dict, benches: dict[str, dict]) -> list[st
         f"{slim.get('lossless')} (max abs diff {slim.get('max_abs_diff', float('nan')):.2e})."
     )
     return [header, sep, *rows, "", note]
+
+
+def _int8_notes(int8: dict[str, dict]) -> list[str]:
+    """What the int8 rows are: target, calibration, top-1 drop and agreement, MACs in int8."""
+    lines = []
+    for name, r in int8.items():
+        lines.append(
+            f"- {name}: `quantize --target {r['target']} --method {r['method']}` on "
+            f"{r['samples']} training images; top-1 {r['top1_fp32']:.2%} -> {r['top1_int8']:.2%} "
+            f"({r['drop_points']:+.2f} points drop), agreement with fp32 {r['agreement']:.2%}, "
+            f"{r['int8_mac_share']:.0%} of MACs in int8."
+        )
+    return [*lines, ""] if lines else []
+
+
+def _fronts(files: RunDir, accuracy: dict[str, float], benches: dict[str, dict]) -> list[str]:
+    """Top-1 against throughput at the largest batch, one plot per backend."""
+    lines = []
+    for backend, result in benches.items():
+        largest = max(r["batch"] for r in result["results"])
+        points = [
+            {
+                "label": _model_name(r["model"]),
+                "group": "int8" if ".int8" in _model_name(r["model"]) else "fp32",
+                "throughput": r["throughput"],
+                "top1": 100 * accuracy.get(_model_name(r["model"]), float("nan")),
+            }
+            for r in result["results"]
+            if r["batch"] == largest
+        ]
+        title = f"top-1 against throughput, {backend}, batch {largest}"
+        write_bytes(files.front_png(backend), plots.plot_front(points, title))
+        lines += [f"![{title}]({files.front_png(backend).name})", ""]
+    return lines
 
 
 def _environment(env: dict) -> list[str]:

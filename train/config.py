@@ -51,6 +51,7 @@ ABLATE_CRITERIA = (*CRITERIA, "slimming", "slimming_reverse")
 ABLATE_BN_BATCHES = 100  # training batches that re-estimate BatchNorm after a one-shot cut
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")  # of TensorRT engines (recipe and `build --precision`)
+INT8_TARGETS = ("cpu", "tensorrt")  # the Q/DQ forms of `quantize --target` and deploy.int8_target
 
 
 @dataclass
@@ -190,6 +191,8 @@ class DeployConfig:
     warmup_ms: float = _f(200.0, lo=0.0)
     threads: int | None = _f(None, lo=1, hi=1024)
     precision: str = _f("fp32", choices=PRECISIONS)
+    int8: bool = _f(False, help="also quantize dense.onnx and slim.onnx to int8 and bench them")
+    int8_target: str = _f("cpu", choices=INT8_TARGETS, help="the Q/DQ form (`quantize --target`)")
 
 
 @dataclass

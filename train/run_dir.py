@@ -78,6 +78,10 @@ class RunDir:
     def bench_png(self, backend: str) -> Path:
         return self.path / f"bench_{backend}.png"
 
+    def front_png(self, backend: str) -> Path:
+        """Top-1 against throughput of every benched model (fp32 and int8) on ``backend``."""
+        return self.path / f"front_{backend}.png"
+
     # -- run ------------------------------------------------------------------------------------
     @property
     def stages(self) -> Path:

@@ -54,14 +54,17 @@ def command(
     profile and the sha256 of the ONNX file; `bench` refuses engines built by another TensorRT
     or for another GPU. The network is strongly typed on TensorRT 10 and 11 alike, so fp16/bf16
     builds an fp16/bf16 copy of the ONNX model (fp32 inputs and outputs, BatchNorm kept fp32);
-    no builder precision flags are set. Needs TensorRT and an NVIDIA GPU: without them it exits
-    2 and says which is missing.
+    no builder precision flags are set. An int8 Q/DQ model from `quantize --target tensorrt`
+    builds an int8 engine by explicit quantization (no --precision; the sidecar records int8);
+    a `--target cpu` model (uint8) is refused. Needs TensorRT and an NVIDIA GPU: without them it
+    exits 2 and says which is missing.
 
     \b
     Examples:
       chase-deploy build runs/quickstart/slim.onnx
       chase-deploy build slim.onnx --out slim-fp16.engine --precision fp16 --batch 1:8:32
       chase-deploy build dense.onnx --timing-cache trt.cache --workspace-mib 2048
+      chase-deploy quantize slim.onnx --calib runs/x --target tensorrt && chase-deploy build slim.int8.onnx
     """
     from pathlib import Path
 

@@ -48,7 +48,16 @@ def command(
 
 def _comparable(saved: dict, spec) -> tuple[dict, dict]:
     """A saved recipe.yaml and a recipe as dicts that compare equal when they are the same
-    recipe (model kwargs implied by the data are filled in by training)."""
+    recipe (model kwargs implied by the data are filled in by training). The saved recipe is
+    read through today's defaults, so a key added since it was written does not count as a
+    difference."""
+    from train.config import recipe_from_dict
+    from train.errors import BadInput
+
+    try:
+        saved = recipe_from_dict(saved).to_dict()
+    except BadInput:
+        pass  # a key that no longer exists: compared as written, so it differs
     after = spec.to_dict()
     before_model = {k: v for k, v in saved.get("model", {}).items() if k in after["model"]}
     return {**saved, "model": before_model}, after

@@ -13,6 +13,10 @@ strongly typed (the flag is deprecated there and not passed). The weakly typed b
 (``BuilderFlag.FP16``/``BF16``, deprecated since 10.12, removed in 11) are never used. TF32
 stays at TensorRT's default (on) for fp32 layers.
 
+int8: a Q/DQ model from ``quantize --target tensorrt`` builds on the same strongly typed path
+with no flag at all; its Q/DQ nodes are the precision (explicit quantization, ``explicit_int8``),
+and the sidecar records ``precision: int8``.
+
 Every TensorRT call that reports failure by its return value is checked.
 """
 
@@ -24,6 +28,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from chase_deploy.backends.trt.explicit_int8 import INT8, explicit_int8
 from chase_deploy.backends.trt.logger import trt_logger
 from chase_deploy.backends.trt.sidecar import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 from chase_deploy.errors import MissingBackend
@@ -66,6 +71,7 @@ def build_engine(
     if workspace_mib <= 0:
         raise BadInput(f"--workspace-mib {workspace_mib}: give a positive number of MiB")
     model = _load_onnx(onnx_path)
+    explicit_int8(onnx_path, model, precision)  # refuses what TensorRT cannot build, up front
     inputs = _static_inputs(onnx_path, model)
     profile = _resolve_profile(onnx_path, inputs, batch)
     check_writable_file(out_path, "--out")
@@ -89,13 +95,18 @@ def build_plan(
     workspace_mib: int = 1024,
     timing_cache: str | Path | None = None,
 ) -> tuple[bytes, dict]:
-    """Parse and build in memory; returns the serialized engine and its sidecar description."""
+    """Parse and build in memory; returns the serialized engine and its sidecar description.
+
+    An int8 Q/DQ model (``quantize --target tensorrt``) is parsed as it is: the strongly typed
+    network runs its Q/DQ layers in int8 (explicit quantization, ``explicit_int8``).
+    """
     import tensorrt as trt
 
     from chase_deploy.backends.trt.precision import convert_precision
     from chase_deploy.environment import current_gpu
 
-    model = convert_precision(model, precision)
+    int8 = explicit_int8(onnx_path, model, precision)
+    model = model if int8 else convert_precision(model, precision)
     logger = trt_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
@@ -136,7 +147,7 @@ def build_plan(
         "version": SIDECAR_VERSION,
         "tensorrt": trt.__version__,
         "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability} if gpu else None,
-        "precision": precision,
+        "precision": INT8 if int8 else precision,
         "strongly_typed": True,
         "tf32": True,  # TensorRT's default for fp32 layers; not disabled here
         "workspace_mib": workspace_mib,
@@ -152,6 +163,8 @@ def build_plan(
         ],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if int8:
+        info["int8"] = int8
     return bytes(plan), info
 
 
