@@ -92,6 +92,6 @@ def test_not_a_run_dir_exits_2(tmp_path: Path) -> None:
 
 
 def _groups(run):
-    from chase_deploy.graph.analysis import checkpoint_groups
+    from chase_deploy.graph.analysis import traced_checkpoint_groups as checkpoint_groups
 
     return list(checkpoint_groups(run.ckpt))
