@@ -58,6 +58,14 @@ class ChannelMap:
         inner = torch.arange(self.inner, device=dev).view(1, 1, -1)
         return (outer + (self.offset + c) * self.inner + inner).reshape(-1)
 
+    def spread(self, keep: Tensor) -> Tensor:
+        """A bool per position of the member's axis from a group's bool keep vector: False
+        where a dropped channel sits (a producer that writes each channel twice drops both)."""
+        width = keep.numel()
+        line = torch.ones(self.size(width), dtype=torch.bool, device=keep.device)
+        line[self.positions((~keep).nonzero().squeeze(1), width)] = False
+        return line
+
     @classmethod
     def fit(
         cls, positions: np.ndarray, channels: np.ndarray, size: int, width: int
