@@ -63,7 +63,7 @@ def graph_groups(graph: gs.Graph) -> GraphGroups:
     excluded: dict[str, str] = {}
     for node in layer_nodes(graph):
         key = layer_name(node)
-        if _carries(node):
+        if carries(node):
             continue
         if key in nodes:
             twice.add(key)
@@ -95,7 +95,7 @@ def graph_groups(graph: gs.Graph) -> GraphGroups:
     return GraphGroups(state.flow, nodes, sets, spaces, broken, excluded)
 
 
-def _carries(node: gs.Node) -> bool:
+def carries(node: gs.Node) -> bool:
     """A depthwise conv (or grouped ConvTranspose) carries its input's channels: no start."""
     group = int(node.attrs.get("group", 1))
     if node.op not in ("Conv", "ConvTranspose") or group == 1:
