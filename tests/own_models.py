@@ -504,15 +504,20 @@ class GhostModule(nn.Module):
 
 
 class GhostBottleneck(nn.Module):
-    def __init__(self, cin: int, mid: int, cout: int, se: bool) -> None:
+    """Ghost module, (stride 2: a depthwise conv over the whole concatenation), squeeze-excitation,
+    Ghost module, residual: timm's ``blocks.3.0`` of ghostnet_100 at stride 2."""
+
+    def __init__(self, cin: int, mid: int, cout: int, se: bool, stride: int = 1) -> None:
         super().__init__()
         self.ghost1 = GhostModule(cin, mid)
+        self.conv_dw = conv_bn(mid, mid, 3, stride, groups=mid) if stride > 1 else nn.Identity()
         self.se = SqueezeExcite(mid, max(1, mid // 4)) if se else nn.Identity()
         self.ghost2 = GhostModule(mid, cout, relu=False)
-        self.shortcut = conv_bn(cin, cout) if cin != cout else nn.Identity()
+        same = cin == cout and stride == 1
+        self.shortcut = nn.Identity() if same else conv_bn(cin, cout, 1, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ghost2(self.se(self.ghost1(x))) + self.shortcut(x)
+        return self.ghost2(self.se(self.conv_dw(self.ghost1(x)))) + self.shortcut(x)
 
 
 class GhostNet(nn.Module):
@@ -521,7 +526,8 @@ class GhostNet(nn.Module):
         w = width
         self.stem = nn.Sequential(conv_bn(in_channels, w, 3, 2), nn.ReLU())
         self.blocks = nn.Sequential(
-            GhostBottleneck(w, 2 * w, w, se=False), GhostBottleneck(w, 4 * w, 2 * w, se=True)
+            GhostBottleneck(w, 2 * w, w, se=False),
+            GhostBottleneck(w, 4 * w, 2 * w, se=True, stride=2),
         )
         self.head = nn.Linear(2 * w, num_classes)
 

@@ -7,7 +7,9 @@ every Conv/ConvTranspose/Linear starts a track of all its channels, as if all we
 walk then says, for each layer's channels, every op and layer they reach:
 
 - layers whose tracks meet at an elementwise op are **coupled** (one group with several
-  producers): a residual Add makes a *stream*, a squeeze-excitation Mul a gated block group;
+  producers): a residual Add makes a *stream*, a squeeze-excitation Mul a gated block group; the
+  ties at those ops give the group its channel space (``spaces``), and each producer the map
+  from its rows to the group's channels (a gate over a Ghost concatenation writes each twice);
 - every constant the walk would slice is a **member** of the group (``members``): producer rows,
   consumer columns (with the concat offset, flatten block or grouped-conv slices it reads them
   through), and the **carriers** between them (norms, depthwise convs, per-channel tensors);
@@ -15,7 +17,8 @@ walk then says, for each layer's channels, every op and layer they reach:
   a channel shuffle, ...) excludes its layers, with the walk's reason, and the walk runs again
   without them until it goes through.
 
-Then ``policy`` decides which of the groups are prunable. For the paper's models this yields:
+Then ``policy`` decides which of the groups are prunable, and every group is checked against
+the model's modules (``train.group_fit``): one that does not fit is kept whole with the reason. For the paper's models this yields:
 ResNet-50 bottleneck conv1 and conv2, basic-block conv1, VGG every conv but the last
 (``tests/graph/test_analysis.py`` checks every registry model against the declarations the models
 used to carry). The result is plain data (``train.groups``): the trainer needs no ONNX.

@@ -11,11 +11,15 @@ zeros alone.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 import torch
+from click.testing import CliRunner
 
+from chase_deploy.cli import main
 from chase_deploy.export import export_onnx
 from chase_deploy.graph.graph_groups import graph_groups
 from chase_deploy.graph.reading import import_graph, with_shapes
@@ -26,7 +30,7 @@ from tests import own_models
 from tests.derived_groups import derive_cached
 from tests.slim_models import randomize_bn
 from train.errors import BadInput
-from train.plan import ChannelPlan
+from train.plan import ChannelPlan, LayerPlan, plan_from_groups
 from train.slicing import zero_removed
 
 SHAPE = (3, 16, 16)
@@ -46,8 +50,6 @@ def masked_export(arch: str, drop: dict[str, list[int]], seed: int = 0):
         keep[drop.get(g.name, [])] = False
         alive.append(keep)
     zero_removed(net, groups, alive)
-    from train.plan import plan_from_groups
-
     return export_onnx(net, (2, *SHAPE)), plan_from_groups(groups, alive)
 
 
@@ -151,8 +153,6 @@ def test_a_bias_the_exporter_shares_is_sliced_once() -> None:
     readers = [n.name for n in exported.model.graph.node if shared in n.input]
     assert len(readers) == 2  # stage1.0 and stage1.1 read the one zero bias
     plan = {f"stage1.{b}.pwconv1": list(range(0, 32, 2)) for b in (0, 1)}
-    from train.plan import LayerPlan
-
     result = slim_model(
         exported.model, ChannelPlan({k: LayerPlan(32, tuple(v)) for k, v in plan.items()})
     )
@@ -183,3 +183,23 @@ def test_shapes_of_the_slim_ghost_model(ghost) -> None:
     dims = {i.name: list(i.dims) for i in result.model.graph.initializer}
     assert dims[f"{GATE}.weight"][0] == 14 and dims[f"{GHOST}.weight"][0] == 7
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_slim_says_what_it_added_and_reports_it(ghost, tmp_path) -> None:
+    exported, plan = ghost
+    model, plan_path, out = tmp_path / "ghost.onnx", tmp_path / "plan.json", tmp_path / "s.onnx"
+    onnx.save(exported.model, str(model))
+    plan_path.write_text(json.dumps(only(plan, GHOST).to_dict()))
+    result = CliRunner().invoke(
+        main, ["slim", str(model), "--plan", str(plan_path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith(
+        f"note: added to the plan: {GATE} (keeps 14 of 32: coupled with {GHOST} at node "
+    )
+    report = json.loads((tmp_path / "s.report.json").read_text())
+    assert report["lossless"] and report["notes"] == [notes[0].removeprefix("note: ")]
+    [added] = report["completed"]
+    assert added["layer"] == GATE and added["coupled_with"] == GHOST
+    assert added["out_channels"] == 32 and tuple(added["kept"]) == plan.layers[GATE].kept
