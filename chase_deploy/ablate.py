@@ -41,7 +41,7 @@ from chase_deploy.analyze import Run, open_run
 from chase_deploy.plots import plot_ablation
 from train.accuracy import top1
 from train.atomic import write_bytes, write_json, write_text
-from train.channel_axes import output_rows
+from train.channel_axes import producer_rows
 from train.channel_scores import GroupStats, norm_scales
 from train.channel_selection import Pool
 from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
@@ -75,7 +75,7 @@ class OneShot:
         return {g.name: int(a.sum()) for g, a in zip(self.groups, self.alive, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        plan = plan_from_groups([(g.producers, g.width) for g in self.groups], self.alive)
+        plan = plan_from_groups(self.groups, self.alive)
         return {
             "criterion": self.criterion,
             "channel_sparsity": self.sparsity,
@@ -126,7 +126,10 @@ class Selector:
         self.groups, self.beta, self.round_to, self.seed = list(groups), beta, round_to, seed
         modules = dict(model.named_modules())
         self.stats = GroupStats.of(
-            [[output_rows(modules[p]) for p in g.producers] for g in self.groups],
+            [
+                [producer_rows(modules[m.name], m, g.width) for m in g.role("producer")]
+                for g in self.groups
+            ],
             [norm_scales(modules, g) for g in self.groups],
         )
         self.total = sum(g.width for g in self.groups)

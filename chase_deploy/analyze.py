@@ -152,8 +152,9 @@ def layer_widths(run: Run) -> list[LayerWidth]:
     plan = run.plan_layers
     rows = []
     for group in checkpoint_groups(run.ckpt, prune_skip):
-        entry = plan.get(group.producers[0])
-        kept = len(entry["kept"]) if entry else group.width
+        head = group.role("producer")[0]  # a mapped head lists outer·inner rows per channel
+        entry = plan.get(head.name)
+        kept = len(entry["kept"]) // (head.map.outer * head.map.inner) if entry else group.width
         rows.append(LayerWidth(group.name, group.width, kept))
     return rows
 

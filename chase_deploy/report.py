@@ -190,7 +190,8 @@ def _comparison(files: RunDir, slim: dict, accuracy: dict, benches: dict[str, di
         f"model: {flops.get('dense', 0) / max(flops.get('slim', 1), 1):.2f}x. Slim verified lossless: "
         f"{slim.get('lossless')} (max abs diff {slim.get('max_abs_diff', float('nan')):.2e})."
     )
-    return [header, sep, *rows, "", note]
+    notes = [f"Slim: {line}." for line in slim.get("notes", [])]
+    return [header, sep, *rows, "", note, *notes]
 
 
 def _int8_notes(int8: dict[str, dict]) -> list[str]:

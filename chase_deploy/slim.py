@@ -165,14 +165,15 @@ def _pt2_groups(ckpt: dict, masked, plan: ChannelPlan) -> ModelGroups:
 
 def slim_onnx_file(
     model_path: str | Path,
-    plan_path: str | Path,
+    plan_path: str | Path | None,
     out_path: str | Path,
     *,
     round_to: int = 1,
     allow_lossy: bool = False,
     input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """ONNX model + plan -> slim ONNX at ``out_path`` and its report beside it.
+    """ONNX model + plan -> slim ONNX at ``out_path`` and its report beside it. Without a plan,
+    the plan is the model's exactly-zero channels (``graph.zeros``).
 
     ``input_shape`` sizes the model's dynamic non-batch axes for verification (see ``verify``).
     """
@@ -181,14 +182,15 @@ def slim_onnx_file(
     if out_path.is_dir():
         raise BadInput(f"--out {out_path}: is a directory; name the slim .onnx file to write")
     model = load_onnx(model_path)
-    plan = load_plan(plan_path)
+    plan = load_plan(plan_path) if plan_path is not None else zero_plan(model, model_path)
     result = slim_model(model, plan, round_to=round_to)
     verification = compare(model, result.model, input_shape=input_shape)
     _refuse_lossy(verification, allow_lossy)
     report_path = report_path_for(out_path)
     report = _report(model, result, verification, plan, round_to)
     report["source"] = str(model_path)
-    report["plan_path"] = str(plan_path)
+    report["plan_path"] = str(plan_path) if plan_path is not None else None
+    report["plan_source"] = "plan file" if plan_path is not None else "the model's zero channels"
     report["exporter"] = f"{model.producer_name} {model.producer_version}".strip() or "unknown"
     report["opset"] = next(
         (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None
@@ -202,6 +204,22 @@ def slim_onnx_file(
     report["timings"]["total_s"] = round(time.perf_counter() - start, 3)
     write_json(report_path, report)
     return report
+
+
+def zero_plan(model: onnx.ModelProto, source: str | Path) -> ChannelPlan:
+    """The plan of a model pruned by any tool: its channels that are exactly zero in the rows
+    that write them and in every column that reads them."""
+    from chase_deploy.graph.graph_groups import graph_groups
+    from chase_deploy.graph.reading import import_graph, with_shapes
+    from chase_deploy.graph.zeros import plan_from_zeros
+
+    plan = plan_from_zeros(graph_groups(import_graph(with_shapes(model))))
+    if not plan.layers:
+        raise BadInput(
+            f"{source}: no channel is exactly zero (in the rows that write it and every column "
+            f"that reads it), so there is nothing to remove without a plan; pass --plan PLAN.json"
+        )
+    return plan
 
 
 def _write_model(path: str | Path, model: onnx.ModelProto) -> str:
@@ -224,6 +242,18 @@ def _refuse_lossy(verification: Verification, allow_lossy: bool) -> None:
             f"{verification.dtype} outputs): {verification.cause}; nothing written "
             f"(pass --allow-lossy to write it anyway)"
         )
+
+
+def completion_notes(result: SlimResult, limit: int = 4) -> list[str]:
+    """What ``slim`` added to the plan: a line per layer, or one line for many."""
+    added = result.added
+    if len(added) <= limit:
+        return [f"added to the plan: {a.describe()}" for a in added]
+    names = ", ".join(a.key for a in added[:limit])
+    return [
+        f"added {len(added)} coupled layers to the plan ({names}, ...: slim_report.json "
+        f"'completed' lists them)"
+    ]
 
 
 def _report(
@@ -257,6 +287,17 @@ def _report(
             "pruned_after_rounding": sum(1 for v in result.plan.layers.values() if v.pruned),
         },
         "coupled": result.coupled,
+        "completed": [
+            {
+                "layer": a.key,
+                "out_channels": a.entry.out_channels,
+                "kept": list(a.entry.kept),
+                "coupled_with": a.partner,
+                "node": a.node,
+            }
+            for a in result.added
+        ],
+        "notes": completion_notes(result) + result.notes,
         "bn_fused": not any(n.op_type == "BatchNormalization" for n in dense.graph.node),
         "ir_version": result.model.ir_version,
     }

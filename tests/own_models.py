@@ -504,15 +504,20 @@ class GhostModule(nn.Module):
 
 
 class GhostBottleneck(nn.Module):
-    def __init__(self, cin: int, mid: int, cout: int, se: bool) -> None:
+    """Ghost module, (stride 2: a depthwise conv over the whole concatenation), squeeze-excitation,
+    Ghost module, residual: timm's ``blocks.3.0`` of ghostnet_100 at stride 2."""
+
+    def __init__(self, cin: int, mid: int, cout: int, se: bool, stride: int = 1) -> None:
         super().__init__()
         self.ghost1 = GhostModule(cin, mid)
+        self.conv_dw = conv_bn(mid, mid, 3, stride, groups=mid) if stride > 1 else nn.Identity()
         self.se = SqueezeExcite(mid, max(1, mid // 4)) if se else nn.Identity()
         self.ghost2 = GhostModule(mid, cout, relu=False)
-        self.shortcut = conv_bn(cin, cout) if cin != cout else nn.Identity()
+        same = cin == cout and stride == 1
+        self.shortcut = nn.Identity() if same else conv_bn(cin, cout, 1, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ghost2(self.se(self.ghost1(x))) + self.shortcut(x)
+        return self.ghost2(self.se(self.conv_dw(self.ghost1(x)))) + self.shortcut(x)
 
 
 class GhostNet(nn.Module):
@@ -521,7 +526,8 @@ class GhostNet(nn.Module):
         w = width
         self.stem = nn.Sequential(conv_bn(in_channels, w, 3, 2), nn.ReLU())
         self.blocks = nn.Sequential(
-            GhostBottleneck(w, 2 * w, w, se=False), GhostBottleneck(w, 4 * w, 2 * w, se=True)
+            GhostBottleneck(w, 2 * w, w, se=False),
+            GhostBottleneck(w, 4 * w, 2 * w, se=True, stride=2),
         )
         self.head = nn.Linear(2 * w, num_classes)
 
@@ -533,7 +539,97 @@ def ghostnet(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.
     return GhostNet(num_classes, in_channels, width)
 
 
-PATTERNS = ("mnasnet", "googlenet", "squeezenet", "vovnet", "ghostnet")
+# -- MobileNetV3: hard-swish, squeeze-excitation with a hard-sigmoid gate --------------------
+
+
+class HardSE(nn.Module):
+    """MobileNetV3's squeeze-excitation: pool, 1x1 reduce, ReLU, 1x1 expand, hard-sigmoid."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+class V3Block(nn.Module):
+    """1x1 expand, hard-swish, depthwise, hard-swish, squeeze-excitation, 1x1 project."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.residual = stride == 1 and cin == cout
+        self.expand = conv_bn(cin, hidden)
+        self.dw = conv_bn(hidden, hidden, 3, stride, groups=hidden)
+        self.se = HardSE(hidden, max(8, hidden // 4))
+        self.project = conv_bn(hidden, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.hardswish(self.dw(F.hardswish(self.expand(x))))
+        y = self.project(self.se(y))
+        return x + y if self.residual else y
+
+
+class MobileNetV3(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.stem = conv_bn(in_channels, w, 3, 2)
+        self.blocks = nn.Sequential(V3Block(w, 4 * w, w, 1), V3Block(w, 6 * w, 2 * w, 2))
+        self.head = nn.Linear(2 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.hardswish(self.stem(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def mobilenet_v3(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return MobileNetV3(num_classes, in_channels, width)
+
+
+# -- RegNetX: grouped 3x3 convs whose groups are 8 channels wide, an odd number of them ---------
+
+
+class XBlock(nn.Module):
+    """1x1, grouped 3x3 (group width 8), 1x1, residual (RegNetX: no squeeze-excitation)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.a = nn.Sequential(conv_bn(cin, cout), nn.ReLU())
+        self.b = nn.Sequential(conv_bn(cout, cout, 3, stride, groups=cout // 8), nn.ReLU())
+        self.c = conv_bn(cout, cout)
+        self.proj = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(self.b(self.a(x)))
+        return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+
+class RegNetX(nn.Module):
+    """Widths 3w and 5w (24 and 40 at width 8): 3 and 5 conv groups of 8 channels, as RegNet's
+    real widths (232 = 29 groups of 8) make every rounding step a whole group."""
+
+    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(conv_bn(in_channels, w, 3, 2), nn.ReLU())
+        self.s1 = XBlock(w, 3 * w, 1)
+        self.s2 = XBlock(3 * w, 5 * w, 2)
+        self.head = nn.Linear(5 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.s2(self.s1(self.stem(x))).mean((2, 3)))
+
+
+def regnetx(num_classes: int = 10, in_channels: int = 3, width: int = 8) -> nn.Module:
+    return RegNetX(num_classes, in_channels, width)
+
+
+PATTERNS = (
+    "mnasnet", "googlenet", "squeezenet", "vovnet", "ghostnet", "mobilenet_v3", "regnetx",
+)  # fmt: skip
 """The issue-20 patterns: state-dict version logic, auxiliary outputs in training, Fire and OSA
-concatenations (capacity below the budget), a Ghost module's gated concatenation."""
+concatenations (capacity below the budget), a Ghost module's gated concatenation, MobileNetV3's
+hard-sigmoid squeeze-excitation, RegNet's grouped convs of 8-channel groups."""
 EVERY = ARCHITECTURES + PATTERNS

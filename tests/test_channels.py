@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from train.channel_axes import producer_rows
 from train.channel_scores import channel_stats, prune_keys
 from train.channel_selection import (
     Pool,
@@ -17,7 +18,7 @@ from train.channel_selection import (
     select_channels,
     select_units,
 )
-from train.groups import ChannelGroup
+from train.groups import ChannelGroup, ChannelMap, Member
 from train.plan import plan_from_groups
 
 
@@ -174,7 +175,8 @@ def test_counts_and_floors() -> None:
 
 
 def test_plan_lists_only_layers_that_lost_channels() -> None:
-    groups = [(("a",), 4), (("b", "c"), 3), (("d",), 2)]
+    groups = [ChannelGroup("a", ("a",), (), 4), ChannelGroup("b", ("b", "c"), (), 3)]
+    groups.append(ChannelGroup("d", ("d",), (), 2))
     alive = [
         torch.tensor([True, False, True, True]),
         torch.tensor([False, True, True]),
@@ -190,6 +192,25 @@ def test_plan_lists_only_layers_that_lost_channels() -> None:
             "c": {"out_channels": 3, "kept": [1, 2]},
         },
     }
+
+
+def test_a_mapped_producer_lists_its_own_rows() -> None:
+    """A gate writing each of a group's 3 channels twice (rows c and 3 + c, as over a Ghost
+    concatenation) lists 6 out_channels and both rows of every kept channel; channel scores
+    see its two rows of a channel as one filter."""
+    twice = Member("gate", "producer", "conv", ChannelMap(outer=2))
+    group = ChannelGroup(
+        "p", ("p", "gate"), (), 3, members=(Member("p", "producer", "conv"), twice)
+    )
+    plan = plan_from_groups([group], [torch.tensor([True, False, True])])
+    assert plan.layers["p"].out_channels == 3 and plan.layers["p"].kept == (0, 2)
+    assert plan.layers["gate"].out_channels == 6 and plan.layers["gate"].kept == (0, 2, 3, 5)
+    weight = torch.arange(6 * 2, dtype=torch.float32).view(6, 2, 1, 1)
+    rows = producer_rows(torch.nn.Conv2d(2, 6, 1), twice, 3, weight)
+    assert rows.tolist() == [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10, 11]]
+    assert twice.map.spread(torch.tensor([True, False, True])).tolist() == [
+        True, False, True, True, False, True,
+    ]  # fmt: skip
 
 
 def test_grouped_conv_groups_lose_channels_evenly_per_slice() -> None:

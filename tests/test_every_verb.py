@@ -2,8 +2,10 @@
 
 A user names a network as it comes (``own_models.EVERY``: the six "bring your own model"
 structures and the issue-20 patterns: state-dict version logic, auxiliary outputs, Fire and OSA
-concatenations, a Ghost module) and runs each verb on it. No verb may end in a traceback:
-an unexpected internal error is a bug. Each architecture trains twice (Chase at density 0.3
+concatenations, a Ghost module, MobileNetV3's hard-sigmoid gates, RegNet's 8-channel conv
+groups) and runs each verb on it (``slim`` of an ONNX model with the run's plan and without a
+plan, from its zero channels). No verb may end in a traceback: an unexpected internal error is
+a bug. Each architecture trains twice (Chase at density 0.3
 and channel sparsity 0.4 through ``run``, and unstructured for ``ablate``) on 16x16 synthetic
 images, and every other verb works on what those runs wrote.
 """
@@ -114,6 +116,7 @@ def test_every_verb_succeeds_or_refuses_in_one_line(arch: str, tmp_path: Path, m
                 "8",
             ),
         ),  # fmt: skip
+        ("slim", ("slim", run / "dense.onnx", "--out", tmp_path / "zeros.onnx")),  # no plan
         (
             "bench",
             (
@@ -171,6 +174,8 @@ def test_every_verb_succeeds_or_refuses_in_one_line(arch: str, tmp_path: Path, m
     assert report["lossless"] and report["pt2"]["slim"] is not None
     groups = json.loads((run / "channel_groups.json").read_text())
     assert groups["input_shape"] == [3, 16, 16] and groups["groups"]
+    zeros = json.loads((tmp_path / "zeros.report.json").read_text())  # the plan from the zeros
+    assert zeros["lossless"] and zeros["params"]["slim"] < zeros["params"]["dense"]
 
 
 REAL = [

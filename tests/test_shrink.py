@@ -45,7 +45,7 @@ from train.slicing import Cut
 
 OWN = {
     name: (f"own_models:{name}", {"width": 8, "num_classes": 4, "in_channels": 3}, (3, 16, 16))
-    for name in own_models.ARCHITECTURES
+    for name in (*own_models.ARCHITECTURES, "ghostnet")
 }
 CASES = {name: (name, *registry_case(name)) for name in list_models()} | OWN
 LARGE = {"resnet50", "resnet50_cifar", "vgg16", "vgg19"}
@@ -133,7 +133,7 @@ def test_shrunk_training_equals_masked_training(case: str) -> None:
     _check_twins(case, *_train_twins(case))
 
 
-@pytest.mark.parametrize("case", ["resnet20", "resnet_quick", "mobilenet_v2_se"])
+@pytest.mark.parametrize("case", ["resnet20", "resnet_quick", "mobilenet_v2_se", "ghostnet"])
 def test_shrunk_equals_masked_with_prune_skip(case: str) -> None:
     """With ``prune_skip`` the residual streams are groups too: a stream's producers (the stem,
     every block's last conv and projection), its norms and every consumer that reads it shrink
@@ -176,8 +176,8 @@ def _check_twins(case: str, masked: Twin, shrunk: Twin) -> None:
     # The model is built with exactly the alive channels.
     modules = dict(shrunk.model.named_modules())
     for group, keep in zip(sh.groups, shrunk.chase.alive, strict=True):
-        for producer in group.producers:
-            assert _out_width(modules[producer]) == int(keep.sum()), producer
+        for producer in group.role("producer"):  # a mapped producer writes rows per channel
+            assert _out_width(modules[producer.name]) == producer.map.size(int(keep.sum()))
     assert sum(p.numel() for p in shrunk.model.parameters()) < sum(
         p.numel() for p in masked.model.parameters()
     )

@@ -116,6 +116,21 @@ def test_onnx_mode_writes_slim_model_and_report(pruned, tmp_path):
     assert onnx.load(str(out)).graph.input[0].name == "input"
 
 
+def test_onnx_mode_without_a_plan_removes_the_zero_channels(pruned, tmp_path):
+    """The masked export of a Chase run holds its pruned channels as zeros (rows and the columns
+    that read them): slim finds them without the plan and removes at least those, losslessly."""
+    out = tmp_path / "zeros.onnx"
+    result = run("slim", pruned["dense"], "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "zeros.report.json").read_text())
+    assert report["lossless"] is True and report["plan_path"] is None
+    assert report["plan_source"] == "the model's zero channels"
+    rows = {r["name"]: r for r in report["layers"]}
+    for key, entry in pruned["plan"]["layers"].items():
+        assert set(rows[key]["kept"]) <= set(entry["kept"]), key
+    assert report["params"]["slim"] < report["params"]["dense"]
+
+
 def write_plan(path: Path, plan: dict) -> Path:
     path.write_text(json.dumps(plan))
     return path
@@ -197,7 +212,7 @@ def test_bad_files_exit_2_and_write_nothing(pruned, tmp_path):
             ("slim", softmax_model, "--plan", softmax_plan, "--out", out),
             "node over_c (Softmax) normalizes over the channel axis",
         ),
-        (("slim", pruned["dense"], "--out", out), "needs --plan"),
+        (("slim", softmax_model, "--out", out), "no channel is exactly zero"),
         (("slim", pruned["dense"], "--plan", pruned["plan_path"]), "--out SLIM.onnx is required"),
         (("slim", tmp_path / "missing.pt"), "no such file"),
         (("slim", cut_ckpt), "not a readable torch checkpoint (truncated or corrupt?)"),

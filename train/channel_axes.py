@@ -15,13 +15,14 @@ rows of conv group ``i // per``. Each conv group keeps its own columns (``groupe
 ``grouped_mask``), the same number in each.
 
 The slicer (``train.slicing``), the controller's masks (``train.channel_layout``) and the
-scores (``output_rows``) all ask here.
+scores (``output_rows``, ``producer_rows``) all ask here.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from train.groups import Member
@@ -82,6 +83,22 @@ def output_rows(module: nn.Module, weight: Tensor | None = None) -> Tensor:
     """A layer's weight (or ``weight``, shaped like it) with its output channels on dim 0."""
     weight = module.weight.detach() if weight is None else weight
     return weight.transpose(0, 1) if output_dim(module) else weight
+
+
+def producer_rows(
+    module: nn.Module, member: Member, width: int, weight: Tensor | None = None
+) -> Tensor:
+    """A producer's weight (or ``weight``) with the group's channel c on row c, for a group of
+    ``width`` channels: ``output_rows``, except that a producer writing each channel at several
+    rows (its map's ``outer``/``inner``: a gate over a Ghost concatenation) has them side by side
+    in one row, so the scores see one filter per channel."""
+    rows = output_rows(module, weight)
+    cmap = member.map
+    if cmap.is_plain:
+        return rows
+    order = cmap.positions(torch.arange(width, device=rows.device), width)
+    order = order.view(cmap.outer, width, cmap.inner).transpose(0, 1).reshape(-1)
+    return rows.index_select(0, order).reshape(width, -1)
 
 
 def grouped_columns(channels: Index, groups: int, per: int) -> list[Index]:

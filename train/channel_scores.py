@@ -15,7 +15,9 @@ fan-in times kernel area (so removed input columns still count as zeros):
 A group with several producers (a residual stream with ``prune_skip``, a squeeze-excitation gate
 and the channels it gates) writes one index space; its channel c is scored as if the producers'
 rows c were one filter: Σ|W| and the zero count are summed over all producers and divided by the
-summed fan (so a producer's weight counts in proportion to its size). Which channels go, given
+summed fan (so a producer's weight counts in proportion to its size). A producer writing channel c
+at several rows (a gate over a Ghost concatenation) has them side by side in its filter c
+(``channel_axes.producer_rows``). Which channels go, given
 the scores, is ``train.channel_selection``.
 """
 

@@ -65,7 +65,7 @@ from train.channel_selection import Pool
 from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
-from train.groups import ChannelGroup
+from train.groups import ChannelGroup, ChannelMap
 from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
 from train.schedules import Timeline, channel_target, drop_rate, growth_extra, hard_prune_rate
@@ -213,8 +213,10 @@ class Chase:
         """Per-layer fractions of sparse-amenable channels, each channel against its own UMM and
         WS at mask initialization (the paper's Figure 2; see ``train.amenable``)."""
         rows = [
-            self.alive[gi] if gi is not None and self._widths[gi] < self._groups[gi].width else None
-            for gi in self._row_group
+            row[1].spread(self.alive[row[0]])
+            if row is not None and self._widths[row[0]] < self._groups[row[0]].width
+            else None
+            for row in self._row_group
         ]
         return amenable_fractions(self.layer_names, self._weights(), self._initial, rows)
 
@@ -224,7 +226,7 @@ class Chase:
 
     def channel_plan(self) -> ChannelPlan:
         """Kept output channels of every producer that lost some (``docs/file-formats.md``)."""
-        return plan_from_groups([(gr.producers, gr.width) for gr in self._groups], self.alive)
+        return plan_from_groups(self._groups, self.alive)
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -479,8 +481,10 @@ class Chase:
         stats = GroupStats.of(
             [
                 [
-                    channel_axes.output_rows(self._modules[n], self._dense(f"{n}.weight"))
-                    for n in gr.producers
+                    channel_axes.producer_rows(
+                        self._modules[m.name], m, gr.width, self._dense(f"{m.name}.weight")
+                    )
+                    for m in gr.role("producer")
                 ]
                 for gr in self._groups
             ]
@@ -583,9 +587,12 @@ class Chase:
                 seen.add(name)
         return list(groups)
 
-    def _group_rows(self) -> list[int | None]:
-        """The group whose producer each masked layer is (its rows are the group's channels)."""
-        rows = {name: gi for gi, gr in enumerate(self._groups) for name in gr.producers}
+    def _group_rows(self) -> list[tuple[int, ChannelMap] | None]:
+        """The group whose producer each masked layer is, and where its rows hold the group's
+        channels."""
+        rows = {
+            m.name: (gi, m.map) for gi, gr in enumerate(self._groups) for m in gr.role("producer")
+        }
         return [rows.get(n) for n in self.layer_names]
 
     def _check_feasible(self) -> None:

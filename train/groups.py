@@ -7,7 +7,9 @@ members, each a module (or, for ``kind="tensor"``, a parameter/buffer) of the mo
 
 - **producers** write the channels: the output rows of a Conv/ConvTranspose/Linear weight and its
   bias. A group has several when an op couples them: every conv summed into one residual stream
-  (``kind="stream"``), or a squeeze-excitation gate multiplied into the channels it gates.
+  (``kind="stream"``), or a squeeze-excitation gate multiplied into the channels it gates. A
+  producer may write each channel at several rows (its map's ``outer``/``inner``): a gate over a
+  Ghost module's concatenation [primary, cheap(primary)] writes channel c in rows c and C + c.
 - **carriers** pass the channels through and shrink with them: norm layers (weight, bias, running
   statistics), depthwise convs (filter rows and bias; ``groups`` is lowered), per-channel tensors
   such as a layer scale.
@@ -57,6 +59,14 @@ class ChannelMap:
         outer = torch.arange(self.outer, device=dev).view(-1, 1, 1) * (total * self.inner)
         inner = torch.arange(self.inner, device=dev).view(1, 1, -1)
         return (outer + (self.offset + c) * self.inner + inner).reshape(-1)
+
+    def spread(self, keep: Tensor) -> Tensor:
+        """A bool per position of the member's axis from a group's bool keep vector: False
+        where a dropped channel sits (a producer that writes each channel twice drops both)."""
+        width = keep.numel()
+        line = torch.ones(self.size(width), dtype=torch.bool, device=keep.device)
+        line[self.positions((~keep).nonzero().squeeze(1), width)] = False
+        return line
 
     @classmethod
     def fit(

@@ -21,6 +21,8 @@ from train.errors import BadInput, one_line
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from train.groups import ChannelGroup
+
 FORMAT = "chase-channel-plan"
 VERSION = 1
 
@@ -60,21 +62,22 @@ def empty_plan() -> ChannelPlan:
     return ChannelPlan({})
 
 
-def plan_from_groups(
-    groups: Sequence[tuple[Sequence[str], int]], alive: Sequence[Tensor]
-) -> ChannelPlan:
+def plan_from_groups(groups: Sequence[ChannelGroup], alive: Sequence[Tensor]) -> ChannelPlan:
     """Kept indices of every producer of a group that lost channels.
 
-    ``groups`` holds (producer module names, width) per group, ``alive`` its bool keep vector;
-    every producer of a group (a residual stream has several) lists the same kept set.
+    ``alive`` holds each group's bool keep vector. Every producer of a group (a residual stream
+    has several) keeps the same channels, listed in its own rows: a producer whose rows hold
+    the group's channels through a map (a gate over a Ghost concatenation writes each channel
+    twice) lists its real ``out_channels`` and the rows of the kept channels.
     """
     layers: dict[str, LayerPlan] = {}
-    for (producers, width), keep in zip(groups, alive, strict=True):
-        kept = tuple(keep.nonzero().squeeze(1).tolist())
-        if len(kept) == width:
+    for group, keep in zip(groups, alive, strict=True):
+        channels = keep.nonzero().squeeze(1)
+        if len(channels) == group.width:
             continue
-        for name in producers:
-            layers[name] = LayerPlan(width, kept)
+        for member in group.role("producer"):
+            rows = sorted(member.map.positions(channels, group.width).tolist())
+            layers[member.name] = LayerPlan(member.map.size(group.width), tuple(rows))
     return ChannelPlan(layers)
 
 

@@ -105,7 +105,7 @@ class Shrinker:
             if bool((k & ~b).any()):
                 raise ValueError(f"channel group {g.name!r}: a removed channel cannot come back")
         skeleton = copy.deepcopy(self._skeleton)
-        plan = plan_from_groups([(g.producers, g.width) for g in self.groups], keep)
+        plan = plan_from_groups(self.groups, keep)
         result = slice_model(skeleton, self.groups, plan)
         tensors = _named_tensors(self.model)
         moved: dict[int, tuple[nn.Parameter, nn.Parameter, Callable[[Tensor], Tensor]]] = {}

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from train.channel_axes import CONV, CONV_TRANSPOSE, ChannelAxis, channel_axes, grouped_columns
 from train.channel_layout import ChannelLayout
 from train.groups import ChannelGroup, Member
-from train.plan import ChannelPlan
+from train.plan import ChannelPlan, LayerPlan
 
 
 @dataclass(frozen=True)
@@ -96,28 +96,48 @@ class SliceResult:
 
 def group_alive(groups: Sequence[ChannelGroup], plan: ChannelPlan) -> list[Tensor]:
     """Each group's bool keep vector from a plan (a group none of whose producers the plan lists
-    keeps everything). All producers of a group must list one kept set."""
+    keeps everything). All producers of a group must keep the same channels, each listed in its
+    own rows (a mapped producer lists every row of a kept channel)."""
     alive = []
     for group in groups:
-        entries = {p: plan.layers[p] for p in group.producers if p in plan.layers}
-        kept_sets = {tuple(e.kept) for e in entries.values()}
-        if len(kept_sets) > 1:
+        entries = {
+            m.name: _kept_channels(group, m, plan.layers[m.name])
+            for m in group.role("producer")
+            if m.name in plan.layers
+        }
+        keeps = list(entries.values())
+        if any(not torch.equal(k, keeps[0]) for k in keeps[1:]):
             raise ValueError(
                 f"channel group {group.name!r}: its producers {sorted(entries)} list different "
                 f"kept sets; coupled layers must keep the same channels"
             )
-        keep = torch.ones(group.width, dtype=torch.bool)
-        if kept_sets:
-            entry = next(iter(entries.values()))
-            if entry.out_channels != group.width:
-                raise ValueError(
-                    f"channel group {group.name!r}: the plan has {entry.out_channels} channels, "
-                    f"the model {group.width}"
-                )
-            keep = torch.zeros(group.width, dtype=torch.bool)
-            keep[list(entry.kept)] = True
-        alive.append(keep)
+        alive.append(keeps[0] if keeps else torch.ones(group.width, dtype=torch.bool))
     return alive
+
+
+def _kept_channels(group: ChannelGroup, member: Member, entry: LayerPlan) -> Tensor:
+    """The group channels one producer's plan entry keeps (its kept rows, mapped back)."""
+    size = member.map.size(group.width)
+    if entry.out_channels != size:
+        raise ValueError(
+            f"channel group {group.name!r}: the plan has {entry.out_channels} channels for "
+            f"{member.name}, the model {size}"
+        )
+    rows = torch.zeros(size, dtype=torch.bool)
+    rows[list(entry.kept)] = True
+    if member.map.is_plain:
+        return rows
+    cmap = member.map
+    at = cmap.positions(torch.arange(group.width), group.width)
+    at = at.view(cmap.outer, group.width, cmap.inner)
+    keep = rows[at].all(2).all(0)
+    if not torch.equal(rows[at], keep.view(1, -1, 1).expand_as(at)):
+        channel = int((rows[at] != keep.view(1, -1, 1)).any(2).any(0).nonzero()[0])
+        raise ValueError(
+            f"channel group {group.name!r}: the plan keeps some rows of {member.name} that hold "
+            f"channel {channel} and not others; a channel's rows go together"
+        )
+    return keep
 
 
 def mask_pruned(model: nn.Module, groups: Sequence[ChannelGroup], plan: ChannelPlan) -> nn.Module:

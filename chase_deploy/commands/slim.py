@@ -24,7 +24,7 @@ from chase_deploy.commands.params import InputShape
     "plan_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Channel plan JSON (required with MODEL.onnx).",
+    help="Channel plan JSON for MODEL.onnx (default: remove its exactly-zero channels).",
 )
 @click.option(
     "--round-to",
@@ -73,6 +73,11 @@ def command(
     From any ONNX model and a channel plan (writes SLIM.onnx and SLIM.report.json):
       chase-deploy slim model.onnx --plan channel_plan.json --out model.slim.onnx
       chase-deploy slim any_hw.onnx --plan plan.json --out slim.onnx --input-shape 1,3,224,224
+    From a model pruned by any tool (removes the channels that are exactly zero):
+      chase-deploy slim pruned.onnx --out pruned.slim.onnx
+
+    Coupled layers a plan leaves out (a squeeze-excitation gate, the convs of a residual
+    stream) are added with the channels the graph forces, and each addition is noted.
 
     Exits 2, writing nothing, if the plan does not fit the graph or the result is not lossless
     (unless --allow-lossy).
@@ -82,8 +87,6 @@ def command(
     from train.run_dir import RunDir
 
     if plan_path is not None or source.suffix.lower() == ".onnx":
-        if plan_path is None:
-            raise BadInput(f"{source}: an ONNX model needs --plan PLAN.json (the channels to keep)")
         if out is None:
             raise BadInput("--out SLIM.onnx is required when slimming an ONNX model")
         given = [n for n, v in (("--opset", opset), ("--exporter", exporter)) if v]
@@ -118,6 +121,8 @@ def command(
         ]
     click.echo(_summary(report))
     click.echo("wrote " + ", ".join(written))
+    for line in report.get("notes", []):
+        click.echo(f"note: {line}", err=True)
     missing = report.get("pt2", {}).get("missing")
     if missing:
         click.echo(f"note: {missing}", err=True)

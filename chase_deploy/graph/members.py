@@ -3,7 +3,9 @@
 Every constant the walk would slice for a layer's channels is a member of that layer's group:
 another layer's weight columns (a *consumer*), a norm's parameters, a depthwise conv's filters or
 a per-channel tensor (*carriers*). The edit's labels say which channel sits at which position,
-and ``ChannelMap.fit`` turns those pairs into the map the trainer uses. A group whose members
+translated into the group's channel space (``spaces``: a gate over a Ghost concatenation writes
+each group channel twice), and ``ChannelMap.fit`` turns those pairs into the map the trainer
+uses. A group whose members
 cannot be written as channel maps is *broken*: it is excluded with the reason.
 """
 
@@ -14,6 +16,7 @@ import numpy as np
 from chase_deploy.graph.matching import Layers, norm_module
 from chase_deploy.graph.reading import LAYER_OPS, constant_name, constant_values
 from chase_deploy.graph.rules.pointwise import ELEMENTWISE
+from chase_deploy.graph.spaces import Space
 from chase_deploy.graph.tracks import CHANNEL_BITS, SOURCE_BITS, Flow, SliceEdit
 from train.groups import ChannelMap, Member
 
@@ -22,10 +25,10 @@ Found = dict[str, Members]  # group root -> its members
 
 
 def find_members(
-    flow: Flow, root: dict[str, str], layers: Layers, tensors: dict
+    flow: Flow, spaces: dict[str, tuple[str, Space]], layers: Layers, tensors: dict
 ) -> tuple[Found, dict[str, str]]:
-    """The members of each group (keyed by its root layer), and the groups that cannot be
-    expressed, with why."""
+    """The members of each group (keyed by its root layer; ``spaces`` gives each producer's
+    root and its group's channel space), and the groups that cannot be expressed, with why."""
     names = {i: s for s, i in flow.source_ids.items()}
     found: Found = {}
     broken: dict[str, str] = {}
@@ -38,14 +41,23 @@ def find_members(
         labels = edit.labels[tracked]
         indices = edit.indices[tracked]
         sources = np.array([names[int(v)] for v in labels >> SOURCE_BITS])
-        for source in np.unique(sources):
-            r = root.get(str(source))
-            if r is None or r in broken:
-                continue
+        own = layers.layer_of.get(id(edit.node)) if edit.node.op in LAYER_OPS else None
+        seen: dict[str, tuple[Space, list[np.ndarray], list[np.ndarray]]] = {}
+        for source in np.unique(sources).tolist():
+            if source == own or source not in spaces:
+                continue  # the producer's own rows, or a layer in no group
+            r, space = spaces[source]
             mine = sources == source
+            _, positions, channels = seen.setdefault(r, (space, [], []))
+            positions.append(indices[mine])
+            channels.append(space.translate(source, labels[mine] & CHANNEL_BITS))
+        for r, (space, positions, channels) in seen.items():
+            if r in broken:
+                continue
             entry = _member(
-                edit, str(source), indices[mine], labels[mine] & CHANNEL_BITS, layers, tensors
-            )
+                edit, np.concatenate(positions), np.concatenate(channels), space.width,
+                layers, tensors,
+            )  # fmt: skip
             if entry is None:
                 continue
             if isinstance(entry, str):
@@ -62,21 +74,21 @@ def find_members(
 
 def _member(
     edit: SliceEdit,
-    source: str,
     positions: np.ndarray,
     channels: np.ndarray,
+    width: int,
     layers: Layers,
     tensors: dict,
 ) -> Member | str | None:
-    """The member an edit describes (None: covered by another edit; str: why it cannot)."""
+    """The member an edit describes (``channels``: the group's channel at each of
+    ``positions``; None: covered by another edit; str: why it cannot)."""
     node = edit.node
-    width = layers.width(source)
     if node.op in LAYER_OPS:
         name = layers.layer_of.get(id(node))
         if name is None:
             return f"its channels are read by ONNX node {node.name}, which matches no module"
-        if name == source or edit.index != 1:
-            return None  # the producer's own rows/bias, or a bias read with the rows
+        if edit.index != 1:
+            return None  # a bias read with the rows
         weight = constant_values(node.inputs[1])
         if name in layers.depthwise:
             size = weight.shape[0] if node.op == "Conv" else weight.shape[1]

@@ -35,14 +35,17 @@ class Policy:
         self.layers = layers
         self.outputs = self._output_layers()
 
-    def exclusion(self, producers: list[str], found: Members, prune_skip: bool) -> str | None:
-        """Why the group of ``producers`` (with members ``found``) stays whole; None: prunable."""
+    def exclusion(
+        self, producers: list[str], found: Members, prune_skip: bool, width: int
+    ) -> str | None:
+        """Why the group of ``producers`` (with members ``found``, ``width`` channels) stays
+        whole; None: prunable."""
         if self.is_stream(producers):
             if not prune_skip:
                 node = self._coupling_node(producers)
                 return f"a residual stream (summed {node}); prunable with chase.prune_skip"
             return None
-        if self.layers.width(producers[0]) < 2:
+        if width < 2:
             return "has a single output channel"
         entry = self._residual_entry(producers, found)
         if entry is not None:

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from chase_deploy.graph.reading import constant_values, static_shape
 from chase_deploy.graph.stops import computed_constant, unknown_shape
-from chase_deploy.graph.tracks import SOURCE_BITS, Coupling, Flow, SliceEdit, Track
+from chase_deploy.graph.tracks import SOURCE_BITS, Coupling, Flow, SliceEdit, Tie, Track
 from train.errors import BadInput
 
 # A producing node's start: (plan key, kept output channels).
@@ -80,6 +80,7 @@ class PassState:
         for x in a.sources | b.sources:
             self._union(next(iter(a.sources)), x)
         self.flow.couplings.append(Coupling(a.sources | b.sources, node.op, node.name))
+        self.flow.ties.append(Tie(node.name, a.labels, b.labels))
 
     def coupled_sets(self) -> list[frozenset[str]]:
         """The plan layers that ended up coupled, one set per stream."""

@@ -8,14 +8,18 @@ inputs and outputs (and so the dynamic batch axis) are never touched.
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from chase_deploy.graph.completion import Added, Disagree, complete
+from chase_deploy.graph.graph_groups import GraphGroups, graph_groups
+from chase_deploy.graph.plan_rounding import round_plan
 from chase_deploy.graph.reading import (
     constant_name,
     constant_values,
@@ -24,36 +28,67 @@ from chase_deploy.graph.reading import (
     weight_axes,
     with_shapes,
 )
+from chase_deploy.graph.stops import ChannelStop
 from chase_deploy.graph.tracks import Flow
 from chase_deploy.graph.walk import walk
 from train.channel_axes import grouped_columns
 from train.errors import BadInput, one_line
-from train.plan import ChannelPlan, LayerPlan
-from train.rounding import round_kept
+from train.plan import ChannelPlan
 
 
 @dataclass
 class SlimResult:
     model: onnx.ModelProto
-    plan: ChannelPlan  # the plan applied, after rounding
+    plan: ChannelPlan  # the plan applied, after completion and rounding
     coupled: list[list[str]]  # plan layers that share one channel stream
     seconds: float
+    added: list[Added] = field(default_factory=list)  # layers the graph forced into the plan
+    notes: list[str] = field(default_factory=list)  # what the user should know (rounding)
 
 
 def slim_model(model: onnx.ModelProto, plan: ChannelPlan, round_to: int = 1) -> SlimResult:
     """Return a physically smaller copy of ``model`` without the channels ``plan`` prunes."""
     start = time.perf_counter()
     graph = import_graph(with_shapes(model))
+    probed: list[GraphGroups] = []
+
+    def groups() -> GraphGroups:  # probed once, only when needed
+        if not probed:
+            probed.append(graph_groups(graph))
+        return probed[0]
+
     layers = find_layers(graph, list(plan.layers))
     _check_widths(layers, plan)
-    flow = _run(graph, layers, plan)
+    plan, layers, flow, added = _run_completing(graph, layers, plan, groups)
+    notes: list[str] = []
     if round_to > 1:
-        plan = _round_plan(plan, layers, flow, round_to)
+        plan, notes = round_plan(plan, layers, flow, round_to, groups)
         flow = _run(graph, layers, plan)
     _apply(graph, flow)
     slim = _finish(graph, model)
     coupled = sorted(sorted(group) for group in flow.coupled)
-    return SlimResult(slim, plan, coupled, time.perf_counter() - start)
+    return SlimResult(slim, plan, coupled, time.perf_counter() - start, added, notes)
+
+
+def _run_completing(
+    graph: gs.Graph,
+    layers: dict[str, list[gs.Node]],
+    plan: ChannelPlan,
+    groups: Callable[[], GraphGroups],
+) -> tuple[ChannelPlan, dict[str, list[gs.Node]], Flow, list[Added]]:
+    """The plan's walk; where it stops at a coupled layer the plan leaves out, the plan is
+    completed with what the graph forces (``completion``) and walked again."""
+    try:
+        return plan, layers, _run(graph, layers, plan), []
+    except ChannelStop as stop:
+        try:
+            completed, added = complete(graph, plan, layers, groups())
+        except Disagree:
+            raise stop from None
+        if not added:
+            raise
+    layers = find_layers(graph, list(completed.layers))
+    return completed, layers, _run(graph, layers, completed), added
 
 
 def _check_widths(layers: dict[str, list[gs.Node]], plan: ChannelPlan) -> None:
@@ -84,48 +119,18 @@ def _run(graph: gs.Graph, layers: dict[str, list[gs.Node]], plan: ChannelPlan) -
     return walk(graph, starts).flow
 
 
-def _round_plan(
-    plan: ChannelPlan, layers: dict[str, list[gs.Node]], flow: Flow, round_to: int
-) -> ChannelPlan:
-    """Widen every pruned layer (jointly per coupled stream) to a multiple of ``round_to``, by
-    the scoring rule of ``train.rounding``; channels read or written by a grouped conv are widened
-    by the same count in each of its groups."""
-    pruned = {k for k, v in plan.layers.items() if v.pruned}
-    groups = [set(g) & pruned for g in flow.coupled]
-    grouped = set().union(*groups) if groups else set()
-    groups += [{k} for k in sorted(pruned - grouped)]
-    new = dict(plan.layers)
-    for group in groups:
-        if not group:
-            continue
-        keys = sorted(group)
-        ref = plan.layers[keys[0]]
-        scores = sum(_scores(node) for k in keys for node in layers[k])
-        segments = math.lcm(*(flow.segments.get(k, 1) for k in keys))
-        kept = round_kept(ref.kept, ref.out_channels, round_to, scores, segments)
-        for key in keys:
-            new[key] = LayerPlan(plan.layers[key].out_channels, kept)
-    return ChannelPlan(new)
-
-
-def _scores(node: gs.Node) -> np.ndarray:
-    """L1 norm of each output channel's weights: the next-best channels to keep when rounding."""
-    weight = np.abs(constant_values(node.inputs[1]).astype(np.float64))
-    axis = weight_axes(node, weight)[0]
-    return weight.sum(axis=tuple(a for a in range(weight.ndim) if a != axis))
-
-
 def _apply(graph: gs.Graph, flow: Flow) -> None:
     names = set(graph.tensors())
+    made: dict[tuple, gs.Constant] = {}  # one constant per (original, new values): shared
     for edit in flow.slices:
         values = constant_values(edit.node.inputs[edit.index])
         if edit.segments > 1:
             new = _take_grouped(values, edit.indices, edit.segments)
         else:
             new = np.take(values, edit.indices, axis=edit.axis)
-        _replace(graph, names, edit.node, edit.index, new)
+        _replace(graph, names, made, edit.node, edit.index, new)
     for edit in flow.values:
-        _replace(graph, names, edit.node, edit.index, edit.values)
+        _replace(graph, names, made, edit.node, edit.index, edit.values)
     for edit in flow.attrs:
         if edit.value is None:
             edit.node.attrs.pop(edit.name, None)
@@ -145,27 +150,43 @@ def _take_grouped(weight: np.ndarray, kept: np.ndarray, groups: int) -> np.ndarr
 
 
 def _replace(
-    graph: gs.Graph, names: set[str], node: gs.Node, index: int, values: np.ndarray
+    graph: gs.Graph,
+    names: set[str],
+    made: dict[tuple, gs.Constant],
+    node: gs.Node,
+    index: int,
+    values: np.ndarray,
 ) -> None:
-    """Give ``node.inputs[index]`` new values; a constant shared with other nodes is copied."""
+    """Give ``node.inputs[index]`` new values. A constant shared with other nodes is copied,
+    and readers of one constant that need the same new values share one copy."""
     if index == len(node.inputs):
         base = f"{node.name}.input{index}"
-        name, n = f"{base}.slim", 1
-        while name in names:
-            name, n = f"{base}.slim{n}", n + 1
-        names.add(name)
-        node.inputs.append(gs.Constant(name, np.ascontiguousarray(values)))
+        node.inputs.append(gs.Constant(_fresh(names, f"{base}.slim"), np.ascontiguousarray(values)))
         return
     tensor = node.inputs[index]
+    key = (constant_name(tensor), values.dtype.str, values.shape, _digest(values))
+    if key in made and np.array_equal(made[key].values, values):  # not edited since
+        node.inputs[index] = made[key]
+        return
     if isinstance(tensor, gs.Constant) and all(user is node for user in tensor.outputs):
         tensor.values = np.ascontiguousarray(values)
+        made[key] = tensor
         return
-    base = constant_name(tensor)
-    name, n = f"{base}.slim", 1
+    copy = gs.Constant(_fresh(names, f"{constant_name(tensor)}.slim"), np.ascontiguousarray(values))
+    node.inputs[index] = made[key] = copy
+
+
+def _fresh(names: set[str], name: str) -> str:
+    """``name``, or ``name1``, ``name2``... whichever the graph does not use yet."""
+    base, n = name, 1
     while name in names:
-        name, n = f"{base}.slim{n}", n + 1
+        name, n = f"{base}{n}", n + 1
     names.add(name)
-    node.inputs[index] = gs.Constant(name, np.ascontiguousarray(values))
+    return name
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
 
 
 def _finish(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:

@@ -93,6 +93,16 @@ class Coupling(NamedTuple):
     node: str
 
 
+class Tie(NamedTuple):
+    """At node ``node`` the channel labelled ``a[i]`` meets the one labelled ``b[i]`` (the same
+    position of two combined tracks): they are one channel of their group
+    (``chase_deploy.graph.spaces``)."""
+
+    node: str
+    a: np.ndarray
+    b: np.ndarray
+
+
 @dataclass
 class Flow:
     """The result of the pass: edits to apply and which plan layers ended up coupled."""
@@ -102,6 +112,7 @@ class Flow:
     attrs: list[AttrEdit] = field(default_factory=list)
     coupled: list[frozenset[str]] = field(default_factory=list)
     couplings: list[Coupling] = field(default_factory=list)
+    ties: list[Tie] = field(default_factory=list)
     segments: dict[str, int] = field(default_factory=dict)  # source -> grouped conv groups (lcm)
     source_ids: dict[str, int] = field(default_factory=dict)
 

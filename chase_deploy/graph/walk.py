@@ -60,6 +60,22 @@ def walk(graph: gs.Graph, starts: dict[int, Start], probe: bool = False) -> Pass
     return state
 
 
+def probe(graph: gs.Graph, starts: dict[int, Start]) -> tuple[PassState, dict[str, str]]:
+    """Walk in probe mode from ``starts``; each stop excludes the layers it names (returned with
+    its reason) and the walk runs again without them, until it goes through."""
+    excluded: dict[str, str] = {}
+    while True:
+        try:
+            return walk(graph, starts, probe=True), excluded
+        except ChannelStop as stop:
+            keys = {k for k, _ in starts.values()} & set(stop.sources)
+            if not keys:
+                raise
+            for key in sorted(keys):
+                excluded.setdefault(key, stop.reason)
+            starts = {i: s for i, s in starts.items() if s[0] not in keys}
+
+
 def _check_outputs(state: PassState) -> None:
     for out in state.graph.outputs:
         track = state.tracks.get(out.name)

@@ -177,7 +177,9 @@ def test_inconsistent_stream_plan_names_the_layers():
     assert "\n" not in str(err.value)
 
 
-def test_partial_stream_plan_is_refused():
+def test_partial_stream_plan_is_completed_with_the_stream():
+    """A plan naming one conv of a residual stream gets every other conv summed into it (the
+    stem, the other blocks' last convs), keeping the same channels, each addition named."""
     model = randomize_bn(create_model("resnet20"))
     exported = export_onnx(model, (2, 3, 16, 16), exporter="torchscript")
     plan = {
@@ -185,10 +187,12 @@ def test_partial_stream_plan_is_refused():
         "version": 1,
         "layers": {"layer1.0.conv2": {"out_channels": 16, "kept": [0, 1, 2]}},
     }
-    with pytest.raises(
-        BadInput, match=r"layer1\.0\.conv2 \(keeps 3 of 16\).*conv1.*not in the plan"
-    ):
-        slim_model(exported.model, parse_plan(plan))
+    result = slim_model(exported.model, parse_plan(plan))
+    assert [a.key for a in result.added] == ["conv1", "layer1.1.conv2", "layer1.2.conv2"]
+    for a in result.added:
+        assert a.entry.kept == (0, 1, 2) and a.partner == "layer1.0.conv2"
+        assert result.plan.layers[a.key] == a.entry
+    assert ["conv1", "layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"] in result.coupled
 
 
 def test_pruning_the_graph_output_is_refused():
