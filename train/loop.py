@@ -30,6 +30,7 @@ from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import Recipe, explore_until_epoch
 from train.data import DataBundle, build_data
+from train.distill import Teacher, build_teacher, check_same_teacher, kd_loss
 from train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -50,6 +51,7 @@ from train.optim import build_optimizer, lr_at, set_lr
 from train.plan import ChannelPlan, empty_plan
 from train.progress import Progress, log
 from train.run_dir import RunDir
+from train.weights import start_from_weights
 
 GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
@@ -142,11 +144,16 @@ class Trainer:
                 "recipe key data.batch_size: larger than the training set; no full batch per epoch"
             )
         resolve_model_kwargs(recipe, self.data)
-        self.model = create_model(recipe.model.name, **recipe.model.kwargs).to(device)
+        self.model = create_model(recipe.model.name, **recipe.model.kwargs)
+        self.sources: dict[str, dict] = {}  # model.weights and the teacher: path, sha256
+        if recipe.model.weights is not None:
+            self.sources["weights"] = start_from_weights(self.model, recipe.model)
+        self.model = self.model.to(device)
         if device.type == "cuda" and recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, recipe.train)
         self.steps_per_epoch = len(self.data.train)
+        self.teacher = self._build_teacher()
         self.channel_groups: list[ChannelGroup] = []
         self.chase = self._build_chase() if recipe.sparse else None
         self.shrinker = self._build_shrinker()
@@ -175,7 +182,23 @@ class Trainer:
             epochs=self.recipe.train.epochs,
             explore_until=explore_until_epoch(self.recipe),
             seed=self.recipe.seed,
+            from_weights=self.recipe.model.weights is not None,
         )
+
+    def _build_teacher(self) -> Teacher | None:
+        """``train.distill``: the frozen teacher, on this process's device."""
+        cfg = self.recipe.train.distill
+        if cfg.teacher is None:
+            return None
+        teacher = build_teacher(
+            cfg,
+            self.data.input_shape,
+            self.data.num_classes,
+            self.device,
+            self.recipe.train.channels_last,
+        )
+        self.sources["teacher"] = teacher.record()
+        return teacher
 
     def _build_shrinker(self):
         """``chase.shrink``: the model is rebuilt smaller as channels go (``train.shrink``)."""
@@ -310,7 +333,7 @@ class Trainer:
             lr = lr_at(self.step, cfg, self.steps_per_epoch)
             set_lr(self.optimizer, lr)
             with self._autocast():
-                loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
+                loss = self._loss(self.net(x), x, y)
             self.optimizer.zero_grad(set_to_none=True)
             skipped = self._backward_and_step(loss)
             if self.chase is not None:
@@ -328,6 +351,15 @@ class Trainer:
         loss_sum, count = float(stacked.sum()), len(losses)
         loss_sum, count = all_reduce_sum([loss_sum, float(count)], self.device)
         return loss_sum / max(count, 1)
+
+    def _loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, or with ``train.distill`` the distillation loss (``train.distill``)."""
+        smoothing = self.recipe.train.label_smoothing
+        if self.teacher is None:
+            return F.cross_entropy(logits, y, label_smoothing=smoothing)
+        cfg = self.recipe.train.distill
+        teacher = self.teacher.logits(x)
+        return kd_loss(logits, teacher, y, cfg.alpha, cfg.temperature, smoothing)
 
     def _backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
@@ -445,6 +477,8 @@ class Trainer:
             "input_shape": list(self.data.input_shape),
             "val_acc": self.val_acc,
         }
+        if self.sources:
+            ckpt["sources"] = self.sources
         if full:
             ckpt["world_size"] = self.dist.world
             shrinker = self.shrinker
@@ -471,6 +505,8 @@ class Trainer:
             import yaml
 
             write_text(self.paths.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+            if self.sources:
+                write_json(self.paths.sources, self.sources)
             self.metrics.truncate_after(self.step)
 
     def _resume_source(self, resume: str | None) -> Path | None:
@@ -516,6 +552,11 @@ class Trainer:
             raise BadInput(
                 f"--resume {source}: the recipe differs from the checkpoint's at {diff}; resume with the same recipe"
             )
+        sources = ckpt.get("sources", {})
+        if self.teacher is not None:
+            check_same_teacher(self.teacher, sources.get("teacher"), source)
+        if "weights" in sources:  # what the run started from, whatever the file holds now
+            self.sources["weights"] = sources["weights"]
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.chase is not None:
