@@ -75,7 +75,8 @@ def build_teacher(
     assert cfg.teacher is not None
     source = read_weights(cfg.teacher, KEY)
     name, kwargs = _teacher_model(cfg, source, input_shape, num_classes)
-    model = create_model(name, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # its throw-away init leaves the run's RNG alone
+        model = create_model(name, **kwargs)
     load_into(model, source, (), KEY, f"the teacher model {name}")
     model = model.to(device).eval().requires_grad_(False)
     if channels_last and device.type == "cuda":
