@@ -11,7 +11,7 @@
 #   3. the channel-criterion study's source runs: chase_unstructured_d03, seeds 0, 1, 2
 #                                                                   -> RUNS/chase_unstructured_d03/seedN
 #   4. once those are done, the distillation study: chase_sc05_kd, chase_sc05_skip_kd,
-#      chase_sc05_fromdense, chase_sc05_fromdense_kd, chase_sc05_d1_fromdense_kd, seeds 0, 1, 2,
+#      chase_sc05_fromdense, chase_sc05_fromdense_kd, chase_sc05_d1_fromdense(_kd), seeds 0, 1, 2,
 #      each from RUNS/dense/seedN
 #                                                                   -> RUNS/NAME/seedN
 # then slims every channel-pruned run and dense/seed0 (`--round-to 8`, and the sweep also with
@@ -52,6 +52,7 @@ distill_jobs() {  # after the dense runs: the rows of the distillation study (RE
     echo "chase_sc05_skip_kd/seed$seed chase_sc05_skip_kd.yaml seed=$seed train.distill.teacher=$dense"
     echo "chase_sc05_fromdense/seed$seed chase_sc05_fromdense.yaml seed=$seed model.weights=$dense"
     echo "chase_sc05_fromdense_kd/seed$seed chase_sc05_fromdense_kd.yaml seed=$seed model.weights=$dense train.distill.teacher=$dense"
+    echo "chase_sc05_d1_fromdense/seed$seed chase_sc05_d1_fromdense.yaml seed=$seed model.weights=$dense"
     echo "chase_sc05_d1_fromdense_kd/seed$seed chase_sc05_d1_fromdense_kd.yaml seed=$seed model.weights=$dense train.distill.teacher=$dense"
   done
 }
