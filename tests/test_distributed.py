@@ -309,6 +309,33 @@ def test_shrunk_ranks_rebuild_together_and_match_the_masked_run(
     assert final["channel_plan"] == load_checkpoint(reference["out"] / "final.pt")["channel_plan"]
 
 
+@needs_gloo
+@pytest.mark.distributed
+def test_distillation_from_weights_under_torchrun(reference: dict, tmp_path: Path) -> None:
+    """``train.distill`` and ``model.weights`` under torchrun: each rank runs the frozen teacher
+    on its shard, the replicas stay identical, rank 0 records the teacher and the weights."""
+    raw = yaml.safe_load(reference["recipe"].read_text())
+    teacher = reference["out"] / "final.pt"
+    raw["model"]["weights"] = str(teacher)
+    raw["train"]["distill"] = {"teacher": str(reference["out"]), "alpha": 0.8, "temperature": 2.0}
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out, dump = tmp_path / "out", tmp_path / "dump"
+    _train_dumping(recipe, out, dump)
+    a = torch.load(dump / "rank0.pt", weights_only=True)["state"]
+    b = torch.load(dump / "rank1.pt", weights_only=True)["state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sources = json.loads((out / "sources.json").read_text())
+    assert sources["teacher"]["sha256"] == sources["weights"]["sha256"]
+    assert sources["teacher"]["path"] == str(teacher.resolve())
+    assert load_checkpoint(out / "final.pt")["sources"] == sources
+    kd = [e["train_loss"] for e in read_metrics(out / "metrics.jsonl") if e["event"] == "epoch"]
+    ce = [e["train_loss"] for e in read_metrics(reference["out"] / "metrics.jsonl") if e["event"] == "epoch"]  # fmt: skip
+    assert len(kd) == EPOCHS and kd != ce
+
+
 # ------------------------------------------------------------------------------- in-process
 
 

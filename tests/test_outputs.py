@@ -17,6 +17,7 @@ from chase_deploy.cli import main
 from tests import own_models
 from tests.conftest import write_recipe
 from train.config import recipe_from_dict
+from train.distill import kd_loss
 from train.errors import BadInput
 from train.metrics import read_metrics
 from train.outputs import aux_weight, classification_loss, main_output, split_outputs
@@ -71,6 +72,17 @@ def test_the_loss_is_main_plus_weighted_auxiliaries() -> None:
     assert count == 2 and torch.equal(loss, expected)
     plain, none = classification_loss(LOGITS, TARGET, 0.0, 0.3)
     assert none == 0 and torch.equal(plain, F.cross_entropy(LOGITS, TARGET))
+
+
+def test_distillation_replaces_the_main_loss_and_keeps_auxiliary_cross_entropy() -> None:
+    teacher = torch.randn_like(LOGITS)
+    kd = lambda logits: kd_loss(logits, teacher, TARGET, 0.7, 3.0, 0.1)  # noqa: E731
+    loss, count = classification_loss(Outputs(LOGITS, AUX2, AUX1), TARGET, 0.1, 0.3, kd)
+    expected = kd_loss(LOGITS, teacher, TARGET, 0.7, 3.0, 0.1) + 0.3 * (
+        F.cross_entropy(AUX2, TARGET, label_smoothing=0.1)
+        + F.cross_entropy(AUX1, TARGET, label_smoothing=0.1)
+    )
+    assert count == 2 and torch.equal(loss, expected)
 
 
 def test_aux_weight_defaults_to_the_reference_values() -> None:

@@ -41,6 +41,9 @@ Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as imple
   ``channel_offset: 0`` gives the paper's plain "every ΔT steps".
 - Each channel's UMM and WS at mask initialization are kept (and checkpointed) for the paper's
   amenable statistic (``amenable_stats``).
+- ``from_weights=True`` (a model started from trained weights, ``model.weights``): the initial
+  masks keep each layer's largest-|w| positions under its count (``train.magnitude``) instead of
+  a random draw; the amenable statistic's initial values are taken after this masking.
 - ``chase.shrink`` (``train.shrink``): the model may be physically smaller than the network the
   controller reasons about. Masks, alive channels, budgets and every score stay in the original
   shapes and indices; after the model's tensors were replaced, ``rebind(view)`` re-reads them, and
@@ -66,6 +69,7 @@ from train.config import ChaseConfig
 from train.density import apportion, budget, layer_counts, round_half_up
 from train.errors import BadInput
 from train.groups import ChannelGroup, ChannelMap
+from train.magnitude import magnitude_masks
 from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
 from train.schedules import Timeline, channel_target, drop_rate, growth_extra, hard_prune_rate
@@ -93,6 +97,7 @@ class Chase:
         epochs: int,
         explore_until: int | None = None,
         seed: int = 0,
+        from_weights: bool = False,
     ) -> None:
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError("steps_per_epoch and epochs must be positive")
@@ -126,10 +131,14 @@ class Chase:
         self.total = sum(p.numel() for p in self._params)
         self.budget = budget(cfg.density, self.total)
         g = torch.Generator().manual_seed(_stream(seed, _MASK_STREAM))
-        self._masks = [
-            random_mask(s, c, g).to(p.device)
-            for s, c, p in zip(shapes, self._base_counts, self._params, strict=True)
-        ]
+        self._masks = (
+            magnitude_masks(self._params, self._base_counts)
+            if from_weights
+            else [
+                random_mask(s, c, g).to(p.device)
+                for s, c, p in zip(shapes, self._base_counts, self._params, strict=True)
+            ]
+        )
 
         self._groups = self._resolve_groups(groups)
         self._pool = Pool.of(self._groups, cfg.channel_sparsity, cfg.beta, cfg.round_to)

@@ -62,6 +62,14 @@ class ModelConfig:
         "or MODULE:CALLABLE (an import path; the working directory is importable)",
     )
     kwargs: dict = _f(factory=dict, help="the model factory's keyword arguments")
+    weights: str | None = _f(
+        None,
+        help="start from these weights: a run directory or checkpoint (its final.pt), a state "
+        "dict (.pt/.pth) or a .safetensors file (train.weights); keys and shapes must match",
+    )
+    weights_ignore: list[str] = _f(
+        factory=list, help="globs of state-dict keys left at their initial values (e.g. fc.*)"
+    )
 
 
 @dataclass
@@ -83,6 +91,24 @@ class DataConfig:
     channels: int = _f(3, lo=1, hi=16, help="synthetic only")
     num_train: int = _f(1024, lo=1, help="synthetic only")
     num_val: int = _f(256, lo=1, help="synthetic only")
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = _f(
+        None,
+        help="knowledge distillation from this network (train.distill): a run directory or "
+        "checkpoint, or a weights file with train.distill.model; null is off",
+    )
+    alpha: float = _f(
+        0.9, lo=0.0, hi=1.0, lo_open=True, help="loss (1-alpha)·CE + alpha·T²·KL(teacher‖student)"
+    )
+    temperature: float = _f(4.0, lo=0.0, hi=100.0, lo_open=True, help="T, softening both sides")
+    model: dict | None = _f(
+        None,
+        help="the teacher's model section ({name: ..., its arguments}) when teacher is a weights "
+        "file; a checkpoint names its own",
+    )
 
 
 @dataclass
@@ -108,6 +134,7 @@ class TrainConfig:
     amp: str = _f("none", choices=("none", "bf16", "fp16"), help="CUDA only; ignored on the CPU")
     channels_last: bool = _f(False, help="CUDA only")
     grad_clip: float = _f(0.0, lo=0.0, help="max global grad norm; 0 is off")
+    distill: DistillConfig = _f(factory=DistillConfig)
 
 
 @dataclass
@@ -208,6 +235,14 @@ class Recipe:
         out = dataclasses.asdict(self)
         model = out.pop("model")
         out["model"] = {"name": model["name"], **model["kwargs"]}
+        # Unused starting weights and distillation leave no key: recipes and checkpoints of runs
+        # without them read (and resume) as before.
+        if model["weights"] is not None:
+            out["model"]["weights"] = model["weights"]
+        if model["weights_ignore"]:
+            out["model"]["weights_ignore"] = model["weights_ignore"]
+        if out["train"]["distill"]["teacher"] is None:
+            del out["train"]["distill"]
         return {k: out[k] for k in ("seed", "model", "data", "train", "chase", "deploy")}
 
     @property
@@ -374,40 +409,54 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}"
 
 
-def _build_model(raw: dict) -> ModelConfig:
+def _build_model(raw: dict, key: str = "model") -> ModelConfig:
     from train.models import resolve
 
     raw = dict(raw)
     name = raw.pop("name", "resnet_quick")
     if not isinstance(name, str):
-        raise BadInput(f"recipe key model.name: expected a string, got {_show(name)}")
+        raise BadInput(f"recipe key {key}.name: expected a string, got {_show(name)}")
+    start: dict[str, Any] = {}
+    for field_name, hint in (("weights", str | None), ("weights_ignore", list[str])):
+        if field_name in raw:
+            if key != "model":
+                raise BadInput(
+                    f"recipe key {key}.{field_name}: the teacher's weights are "
+                    f"train.distill.teacher; drop {key}.{field_name}"
+                )
+            meta = {f.name: f.metadata for f in dataclasses.fields(ModelConfig)}[field_name]
+            start[field_name] = _check(f"model.{field_name}", raw.pop(field_name), hint, meta)
     try:
         source = resolve(name)
     except BadInput as e:
-        text = str(e)
-        raise BadInput(text if text.startswith("recipe key") else f"recipe key {text}") from None
+        text = str(e).removeprefix("recipe key ")
+        if key != "model":
+            text = text.replace("model.name", f"{key}.name", 1)
+        raise BadInput(f"recipe key {text}") from None
     params = source.params
-    for key, value in raw.items():
-        if key not in params:
+    for arg, value in raw.items():
+        if arg not in params:
             if source.any_keyword:
                 continue  # the factory takes **kwargs: it checks the key itself
             valid = ", ".join(sorted(params))
+            extra = ", weights, weights_ignore" if key == "model" else ""
             raise BadInput(
-                f"recipe key model.{key}: not an argument of {name}; valid: name, {valid}"
+                f"recipe key {key}.{arg}: not an argument of {name}; valid: name{extra}, {valid}"
             )
-        default = params[key].default
+        default = params[arg].default
         if isinstance(default, bool):
-            _check(f"model.{key}", value, bool, {})
+            _check(f"{key}.{arg}", value, bool, {})
         elif isinstance(default, int):
-            _check(f"model.{key}", value, int, {"lo": 1})
+            _check(f"{key}.{arg}", value, int, {"lo": 1})
         elif isinstance(default, float):
-            _check(f"model.{key}", value, float, {})
+            _check(f"{key}.{arg}", value, float, {})
         elif isinstance(default, str):
-            _check(f"model.{key}", value, str, {})
-    return ModelConfig(name=name, kwargs=raw)
+            _check(f"{key}.{arg}", value, str, {})
+    return ModelConfig(name=name, kwargs=raw, **start)
 
 
 def _cross_check(r: Recipe) -> None:
+    _check_distill(r.train.distill)
     if r.chase.explore_until is not None and r.chase.explore_until > r.train.epochs:
         raise BadInput(
             f"recipe key chase.explore_until: {r.chase.explore_until} is past train.epochs ({r.train.epochs})"
@@ -445,6 +494,23 @@ def _cross_check(r: Recipe) -> None:
         raise BadInput(
             f"recipe key data.root: dataset {r.data.name} needs data.root (where the files are)"
         )
+
+
+def _check_distill(d: DistillConfig) -> None:
+    """``train.distill.model`` names a network the registry can build (the file is read later)."""
+    if d.model is None:
+        return
+    if d.teacher is None:
+        raise BadInput(
+            "recipe key train.distill.model: only with train.distill.teacher (a weights file whose "
+            "network it names); set the teacher or drop train.distill.model"
+        )
+    if not isinstance(d.model.get("name"), str):
+        raise BadInput(
+            "recipe key train.distill.model: needs name (a model.name of any form) beside the "
+            "teacher's arguments, e.g. {name: resnet_quick, width: 16}"
+        )
+    _build_model(d.model, key="train.distill.model")
 
 
 def explore_until_epoch(r: Recipe) -> int:

@@ -31,6 +31,7 @@ from train.config import Recipe, explore_until_epoch
 from train.data import DataBundle, build_data
 from train.data.shapes import DataShape
 from train.density import capped_message
+from train.distill import Teacher, build_teacher, check_same_teacher, kd_loss
 from train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -55,6 +56,7 @@ from train.progress import Progress, log
 from train.run_dir import RunDir
 from train.state_versions import KEY as VERSIONS_KEY
 from train.state_versions import module_versions, versioned
+from train.weights import start_from_weights
 
 GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
@@ -148,11 +150,16 @@ class Trainer:
                 "recipe key data.batch_size: larger than the training set; no full batch per epoch"
             )
         resolve_model_kwargs(recipe, self.data)
-        self.model = create_model(recipe.model.name, **recipe.model.kwargs).to(device)
+        self.model = create_model(recipe.model.name, **recipe.model.kwargs)
+        self.sources: dict[str, dict] = {}  # model.weights and the teacher: path, sha256
+        if recipe.model.weights is not None:
+            self.sources["weights"] = start_from_weights(self.model, recipe.model)
+        self.model = self.model.to(device)
         if device.type == "cuda" and recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, recipe.train)
         self.steps_per_epoch = len(self.data.train)
+        self.teacher = self._build_teacher()
         self.channel_groups: list[ChannelGroup] = []
         self.chase = self._build_chase() if recipe.sparse else None
         self.shrinker = self._build_shrinker()
@@ -183,7 +190,23 @@ class Trainer:
             epochs=self.recipe.train.epochs,
             explore_until=explore_until_epoch(self.recipe),
             seed=self.recipe.seed,
+            from_weights=self.recipe.model.weights is not None,
         )
+
+    def _build_teacher(self) -> Teacher | None:
+        """``train.distill``: the frozen teacher, on this process's device."""
+        cfg = self.recipe.train.distill
+        if cfg.teacher is None:
+            return None
+        teacher = build_teacher(
+            cfg,
+            self.data.input_shape,
+            self.data.num_classes,
+            self.device,
+            self.recipe.train.channels_last,
+        )
+        self.sources["teacher"] = teacher.record()
+        return teacher
 
     def _build_shrinker(self):
         """``chase.shrink``: the model is rebuilt smaller as channels go (``train.shrink``)."""
@@ -319,7 +342,7 @@ class Trainer:
             set_lr(self.optimizer, lr)
             with self._autocast():
                 loss, aux = classification_loss(
-                    self.net(x), y, cfg.label_smoothing, self.aux_weight
+                    self.net(x), y, cfg.label_smoothing, self.aux_weight, self._kd_loss(x, y)
                 )
             self._note_aux(aux)
             self.optimizer.zero_grad(set_to_none=True)
@@ -356,6 +379,18 @@ class Trainer:
                 f"export and slim use the main output (eval mode)",
                 self.main,
             )
+
+    def _kd_loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """With ``train.distill``, the main output's loss: distillation from the teacher's logits
+        of this batch (auxiliary outputs keep their cross-entropy terms)."""
+        if self.teacher is None:
+            return None
+        cfg = self.recipe.train.distill
+        smoothing = self.recipe.train.label_smoothing
+        teacher = self.teacher.logits(x)
+        return lambda logits: kd_loss(logits, teacher, y, cfg.alpha, cfg.temperature, smoothing)
 
     def _backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
@@ -476,6 +511,8 @@ class Trainer:
         }
         if self.model_groups is not None:
             ckpt["channel_groups"] = self.model_groups.to_dict()
+        if self.sources:
+            ckpt["sources"] = self.sources
         if full:
             ckpt["world_size"] = self.dist.world
             shrinker = self.shrinker
@@ -504,6 +541,8 @@ class Trainer:
             write_text(self.paths.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
             if self.model_groups is not None:
                 write_json(self.paths.groups, self.model_groups.to_dict())
+            if self.sources:
+                write_json(self.paths.sources, self.sources)
             self.metrics.truncate_after(self.step)
 
     def _resume_source(self, resume: str | None) -> Path | None:
@@ -549,6 +588,11 @@ class Trainer:
             raise BadInput(
                 f"--resume {source}: the recipe differs from the checkpoint's at {diff}; resume with the same recipe"
             )
+        sources = ckpt.get("sources", {})
+        if self.teacher is not None:
+            check_same_teacher(self.teacher, sources.get("teacher"), source)
+        if "weights" in sources:  # what the run started from, whatever the file holds now
+            self.sources["weights"] = sources["weights"]
         self.model.load_state_dict(
             versioned(ckpt["state_dict"], ckpt.get(VERSIONS_KEY), self.model)
         )

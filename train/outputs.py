@@ -19,7 +19,7 @@ logits alone (and ``main_output`` takes them if a model still returns more).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch.nn.functional as F
@@ -80,12 +80,20 @@ def aux_weight(model_name: str, configured: float | None) -> float:
 
 
 def classification_loss(
-    out: Any, target: Tensor, label_smoothing: float, weight: float
+    out: Any,
+    target: Tensor,
+    label_smoothing: float,
+    weight: float,
+    main_loss: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, int]:
-    """Cross-entropy of the main output plus ``weight`` times that of every auxiliary output;
-    also returns how many auxiliary outputs there were."""
+    """Cross-entropy of the main output (or ``main_loss`` of it, e.g. distillation) plus
+    ``weight`` times the cross-entropy of every auxiliary output; also returns how many
+    auxiliary outputs there were."""
     main, aux = split_outputs(out)
-    loss = F.cross_entropy(main, target, label_smoothing=label_smoothing)
+    if main_loss is None:
+        loss = F.cross_entropy(main, target, label_smoothing=label_smoothing)
+    else:
+        loss = main_loss(main)
     for logits in aux:
         loss = loss + weight * F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     return loss, len(aux)

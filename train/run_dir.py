@@ -41,6 +41,11 @@ class RunDir:
         return self.path / "final.pt"
 
     @property
+    def sources(self) -> Path:
+        """Where the starting weights and the distillation teacher came from, with sha256."""
+        return self.path / "sources.json"
+
+    @property
     def plan(self) -> Path:
         return self.path / "channel_plan.json"
 

@@ -7,7 +7,9 @@ validation accuracy on the 10 k test images), with the measured channel sparsity
 epoch; (2) the Figure 1 sweep: per S_c with and without prune_skip, top-1, parameters and FLOPs
 of ``slim/slim.onnx`` (``--round-to 8``) and of ``slim16/slim.onnx`` (``--round-to 16``), with their
 ONNX Runtime CPU throughput from the one interleaved benchmark ``fig1_bench.json``; (3) where the
-criterion study's source runs are. Unfinished runs are left out.
+criterion study's source runs are; (4) the distillation study (``--distill`` alone, ``--suffix _w8``
+for runs named NAME_w8/seedN), each row against dense over the same seeds. Unfinished runs are
+left out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ ROWS = (
     ("chase_unstructured", "Chase S_c 0"),
     ("chase_sc05", "Chase S_c 0.5"),
     ("chase_sc05_skip", "Chase S_c 0.5, prune skip"),
+)
+# The distillation study: Chase S_c 0.5 against dense, without and with the dense run of the same
+# seed as teacher (train.distill) and as starting weights (model.weights).
+DISTILL_ROWS = (
+    ("dense", "dense (the teacher and the starting weights)"),
+    ("chase_sc05", "Chase S_c 0.5"),
+    ("chase_sc05_kd", "Chase S_c 0.5, distilled"),
+    ("chase_sc05_skip", "Chase S_c 0.5, prune skip"),
+    ("chase_sc05_skip_kd", "Chase S_c 0.5, prune skip, distilled"),
+    ("chase_sc05_fromdense", "Chase S_c 0.5 from the dense weights"),
+    ("chase_sc05_fromdense_kd", "Chase S_c 0.5 from the dense weights, distilled"),
+    (
+        "chase_sc05_d1_fromdense_kd",
+        "channel pruning only (density 1), S_c 0.5, from dense, distilled",
+    ),
 )
 SWEEP = (0.2, 0.3, 0.4, 0.5, 0.6)
 SOURCE = "chase_unstructured_d03"
@@ -92,6 +109,37 @@ def main_table(runs: Path) -> tuple[list[str], dict[str, tuple[float, float, int
             f"{records[0][-1]['channel_sparsity']:.2f} | {secs:.0f} |"
         )
     return lines, summary
+
+
+def final_accs(runs: Path, name: str) -> dict[int, float]:
+    """Seed → last-epoch top-1 (%) of the finished runs of ``name``."""
+    return {int(p.name.removeprefix("seed")): 100 * epochs(p)[-1]["val_acc"] for p in seeds(runs, name)}  # fmt: skip
+
+
+def distill_table(runs: Path, suffix: str = "") -> list[str]:
+    """Each row against dense over the same seeds: mean of the per-seed differences."""
+    dense = final_accs(runs, f"dense{suffix}")
+    lines = [
+        "| run | seeds | top-1 % (mean ± std) | per seed | vs dense, same seeds | within 1 point | S_c measured | s / epoch |",  # fmt: skip
+        "|---|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for name, label in DISTILL_ROWS:
+        accs = final_accs(runs, f"{name}{suffix}")
+        if not accs:
+            continue
+        mean, std = mean_std(list(accs.values()))
+        shared = [s for s in accs if s in dense]
+        gap = statistics.fmean(accs[s] - dense[s] for s in shared) if shared else None
+        records = [epochs(runs / f"{name}{suffix}" / f"seed{s}") for s in accs]
+        secs = statistics.fmean(e["seconds"] for r in records for e in r)
+        per_seed = ", ".join(f"{s}: {a:.2f}" for s, a in sorted(accs.items()))
+        vs = f"{gap:+.2f} ({len(shared)} seeds)" if gap is not None else "n/a"
+        within = "n/a" if gap is None else ("yes" if gap >= -1.0 else "no")
+        lines.append(
+            f"| {label} (`{name}{suffix}`) | {len(accs)} | {mean:.2f} ± {std:.2f} | {per_seed} | "
+            f"{vs} | {within} | {records[0][-1]['channel_sparsity']:.2f} | {secs:.0f} |"
+        )
+    return lines
 
 
 def sweep_table(runs: Path, slim: str) -> tuple[list[str], list[dict]]:
@@ -205,8 +253,18 @@ def main() -> None:
     parser.add_argument("runs", nargs="?", default="runs/fmnist15", type=Path)
     parser.add_argument("--plot", type=Path, help="write the Figure 1 plot here")
     parser.add_argument("--plot-batch", type=int, default=32)
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="print the distillation study's table alone (runs NAME<suffix>/seedN)",
+    )
+    parser.add_argument("--suffix", default="", help="of the run names, e.g. _w8")
     args = parser.parse_args()
     runs = args.runs
+    if args.distill:
+        print("## Distillation and starting from dense weights\n")
+        print("\n".join(distill_table(runs, args.suffix)))
+        return
     table, summary = main_table(runs)
     print("## Top-1 over seeds\n")
     print("\n".join(table))
@@ -223,6 +281,8 @@ def main() -> None:
         print(f"- `{p.relative_to(runs)}`: top-1 {100 * epochs(p)[-1]['val_acc']:.2f} %")
     if not sources:
         print("- none finished yet")
+    print("\n## Distillation and starting from dense weights\n")
+    print("\n".join(distill_table(runs)))
     if args.plot:
         plot(series, summary, args.plot, args.plot_batch)
 

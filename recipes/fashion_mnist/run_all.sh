@@ -10,6 +10,10 @@
 #      seed-0 run of step 1)                                        -> RUNS/sweep/scX[_skip]
 #   3. the channel-criterion study's source runs: chase_unstructured_d03, seeds 0, 1, 2
 #                                                                   -> RUNS/chase_unstructured_d03/seedN
+#   4. once those are done, the distillation study: chase_sc05_kd, chase_sc05_skip_kd,
+#      chase_sc05_fromdense, chase_sc05_fromdense_kd, chase_sc05_d1_fromdense(_kd), seeds 0, 1, 2,
+#      each from RUNS/dense/seedN
+#                                                                   -> RUNS/NAME/seedN
 # then slims every channel-pruned run and dense/seed0 (`--round-to 8`, and the sweep also with
 # `--round-to 16` into slim16/: ONNX Runtime's AVX-512 kernels work in blocks of 16 channels),
 # benchmarks the Figure 1 models in one interleaved ONNX Runtime CPU run (RUNS/fig1_bench.json),
@@ -40,6 +44,19 @@ train_jobs() {  # one line per run: NAME RECIPE [KEY=VALUE ...]
   done
 }
 
+distill_jobs() {  # after the dense runs: the rows of the distillation study (README "Starting ...")
+  local seed dense
+  for seed in 0 1 2; do
+    dense="$RUNS/dense/seed$seed"
+    echo "chase_sc05_kd/seed$seed chase_sc05_kd.yaml seed=$seed train.distill.teacher=$dense"
+    echo "chase_sc05_skip_kd/seed$seed chase_sc05_skip_kd.yaml seed=$seed train.distill.teacher=$dense"
+    echo "chase_sc05_fromdense/seed$seed chase_sc05_fromdense.yaml seed=$seed model.weights=$dense"
+    echo "chase_sc05_fromdense_kd/seed$seed chase_sc05_fromdense_kd.yaml seed=$seed model.weights=$dense train.distill.teacher=$dense"
+    echo "chase_sc05_d1_fromdense/seed$seed chase_sc05_d1_fromdense.yaml seed=$seed model.weights=$dense"
+    echo "chase_sc05_d1_fromdense_kd/seed$seed chase_sc05_d1_fromdense_kd.yaml seed=$seed model.weights=$dense train.distill.teacher=$dense"
+  done
+}
+
 train_one() {
   local name=$1 recipe=$2 sets=() kv
   shift 2
@@ -62,6 +79,7 @@ slim_one() {  # NAME ROUND_TO DIR
 export -f train_one slim_one
 
 train_jobs | xargs -P "$JOBS" -L 1 bash -c 'train_one "$@"' _ || echo "some training failed"
+distill_jobs | xargs -P "$JOBS" -L 1 bash -c 'train_one "$@"' _ || echo "some training failed"
 
 SWEEP=()  # Figure 1: S_c 0.2 ... 0.6, without and with prune_skip
 for sc in 0.2 0.3 0.4 0.5 0.6; do

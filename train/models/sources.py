@@ -6,8 +6,9 @@
 - ``MODULE:CALLABLE``, an import path; the working directory is importable, as with
   ``python -m`` (``mynets:build``, ``pkg.models:Net``, ``pkg.zoo:Factory.small``).
 
-The other keys under ``model:`` are the factory's keyword arguments. Nothing is ever downloaded:
-a request for pretrained weights (``pretrained: true``, ``weights: ...``) is refused. Every failure
+The other keys under ``model:`` are the factory's keyword arguments, except ``weights`` and
+``weights_ignore``: a local file to start from (``train.weights``). Nothing is ever downloaded:
+a factory argument that asks for pretrained weights (``pretrained: true``) is refused. Every failure
 is a ``BadInput`` naming the cause and what to install or put on the path: a module that cannot
 be imported, a missing callable, a factory that raises, an object that is not an ``nn.Module``.
 """
