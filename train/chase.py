@@ -33,6 +33,10 @@ Choices beyond the paper (see CHASE.md for the algorithm):
   step restores the budget with q = 0 and the topology is frozen, as with ``after_stop: freeze``.
 - Channel events fire at (t + offset) mod ΔT = 0, offset ΔT_p/2 by default (the released code);
   ``channel_offset: 0`` gives the paper's plain "every ΔT steps".
+- Channel pruning ends at T_c = ``channel_until`` epochs (default tau_stop), so SET/RigL
+  (``explore_until: 0``) run beside gradual channel pruning (the paper's Table 7). A channel
+  event on a frozen topology (past ``drop_until``, or ``after_stop: freeze``) thaws it for one
+  exploration step with q = 0, which regrows the weights the event freed back to B.
 - Each channel's UMM and WS at mask initialization are kept (and checkpointed) for the paper's
   amenable statistic (``amenable_stats``).
 - ``chase.shrink`` (``train.shrink``): the model may be physically smaller than the network the
@@ -96,6 +100,7 @@ class Chase:
         steps_per_epoch: int,
         epochs: int,
         explore_until: int | None = None,
+        channel_until: int | None = None,
         seed: int = 0,
     ) -> None:
         if steps_per_epoch < 1 or epochs < 1:
@@ -109,6 +114,7 @@ class Chase:
         stop = explore_until if explore_until is not None else cfg.explore_until
         if stop is None:
             stop = epochs - 30 if epochs > 40 else max(1, math.ceil(0.75 * epochs))
+        channel_stop = channel_until if channel_until is not None else cfg.channel_until
         self.timeline = Timeline(
             steps_per_epoch,
             epochs,
@@ -117,6 +123,7 @@ class Chase:
             cfg.channel_every,
             channel_offset=cfg.channel_offset,
             drop_until=cfg.drop_until,
+            channel_stop_epoch=channel_stop,
         )
 
         layers = maskable_modules(model, cfg.dense_layers)
@@ -435,11 +442,13 @@ class Chase:
             target = cfg.channel_sparsity
         else:
             target = channel_target(
-                t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
+                t, cfg.channel_sparsity, self.timeline.channel_stop, cfg.channel_schedule
             )
         grain = channels.grain(cfg.round_to, [gr.segments for gr in self._groups])
         count = channels.removal_count(sum(self._widths), self.channels_total, target, grain)
         removed = self._remove_channels(count) if count > 0 else 0
+        if removed and self._frozen:
+            self._frozen = False  # the next exploration step regrows the freed budget, q = 0
         self._agree("channel event", now)
         return {
             "event": "channels",
@@ -611,9 +620,10 @@ class Chase:
             )
         if self.timeline.last_channel_event() is None:
             raise BadInput(
-                f"recipe key chase.channel_every: no channel event fits before explore_until "
-                f"({self.timeline.stop} steps, events at (t + {self.timeline.offset}) mod "
-                f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
+                f"recipe key chase.channel_every: no channel event fits before channel_until "
+                f"({self.timeline.channel_stop} steps, events at (t + {self.timeline.offset}) mod "
+                f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise "
+                f"chase.channel_until (default chase.explore_until)"
             )
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from train.accuracy import count_correct
 from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import Recipe, explore_until_epoch
+from train.config import Recipe, channel_until_epoch, explore_until_epoch
 from train.data import DataBundle, build_data
 from train.distributed import (
     DistInfo,
@@ -174,6 +174,7 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             epochs=self.recipe.train.epochs,
             explore_until=explore_until_epoch(self.recipe),
+            channel_until=channel_until_epoch(self.recipe),
             seed=self.recipe.seed,
         )
 
