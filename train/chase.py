@@ -49,7 +49,7 @@ Choices beyond the paper (see CHASE.md for the algorithm):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +64,7 @@ from train.errors import BadInput
 from train.groups import ChannelGroup
 from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
+from train.saliency import SALIENCY_INITS, saliency_counts
 from train.schedules import Timeline, channel_target, drop_rate, growth_extra, hard_prune_rate
 
 STATE_VERSION = 2
@@ -102,6 +103,7 @@ class Chase:
         explore_until: int | None = None,
         channel_until: int | None = None,
         seed: int = 0,
+        init_data: Iterable[tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError("steps_per_epoch and epochs must be positive")
@@ -133,9 +135,9 @@ class Chase:
         self._index = {name: i for i, name in enumerate(self.param_names)}
         shapes = [tuple(p.shape) for p in self._params]
         self._shapes = shapes  # original shapes, whatever the model's are
-        self._base_counts = layer_counts(shapes, cfg.density, cfg.init)
         self.total = sum(p.numel() for p in self._params)
         self.budget = budget(cfg.density, self.total)
+        self._base_counts = self._initial_counts(model, init_data)
         g = torch.Generator().manual_seed(_stream(seed, _MASK_STREAM))
         self._masks = [
             random_mask(s, c, g).to(p.device)
@@ -258,6 +260,7 @@ class Chase:
             "pending_channels": self._pending_channels,
             "pending_explore": self._pending_explore,
             "frozen": self._frozen,
+            "base_counts": list(self._base_counts),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -287,6 +290,8 @@ class Chase:
         self._pending_channels = state["pending_channels"]
         self._pending_explore = state["pending_explore"]
         self._frozen = bool(state["frozen"])
+        if "base_counts" in state:  # the initial counts (saliency ones are data-dependent)
+            self._base_counts = [int(c) for c in state["base_counts"]]
         self._grad_abs = None
         self._remask()
 
@@ -317,6 +322,8 @@ class Chase:
             gr.width for gr in self._groups
         ]:
             raise bad("channel groups differ")
+        if len(state.get("base_counts", self.param_names)) != len(self.param_names):
+            raise bad("initial counts of another set of layers")
         unknown = [n for n in state["extra_masks"] if n not in self._params_by_name]
         if unknown:
             raise bad(f"unknown parameter {unknown[0]}")
@@ -584,6 +591,21 @@ class Chase:
                 f"chase: DDP ranks hold different masks after the {what} at step {step} "
                 f"(checksums range {-int(both[1])}..{int(both[0])}); the runs have diverged"
             )
+
+    def _initial_counts(
+        self, model: nn.Module, init_data: Iterable[tuple[Tensor, Tensor]] | None
+    ) -> list[int]:
+        """Active weights per masked layer at init: ERK/ER/uniform shares, or the layers' counts
+        in the global SNIP/GraSP ranking on ``init_data`` (``train.saliency``)."""
+        if self.cfg.init not in SALIENCY_INITS or self.cfg.density >= 1.0:
+            method = "uniform" if self.cfg.init in SALIENCY_INITS else self.cfg.init
+            return layer_counts(self._shapes, self.cfg.density, method)
+        if init_data is None:
+            raise BadInput(
+                f"recipe key chase.init: {self.cfg.init} scores weights on training batches; "
+                f"pass init_data= (batches of inputs and labels) to Chase, or use chase.init: erk"
+            )
+        return saliency_counts(model, self.layer_names, self.cfg.init, init_data, self.budget)
 
     def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[_Group]:
         cfg, out, seen = self.cfg, [], set()

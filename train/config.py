@@ -106,7 +106,15 @@ class TrainConfig:
 @dataclass
 class ChaseConfig:
     density: float = _f(0.1, lo=0.0, hi=1.0, lo_open=True)
-    init: str = _f("erk", choices=("erk", "er", "uniform"))
+    init: str = _f(
+        "erk",
+        choices=("erk", "er", "uniform", "snip", "grasp"),
+        help="layer-wise densities of the initial random masks; snip and grasp take each "
+        "layer's count from a one-shot saliency ranking at init (train.saliency)",
+    )
+    init_batches: int = _f(
+        1, lo=1, hi=10000, help="training batches that score the snip/grasp saliency"
+    )
     dense_layers: list[str] = _f(factory=list)
     update_every: int = _f(1000, lo=1)
     growth_extra: float = _f(0.05, lo=0.0, hi=1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import signal
 import time
@@ -166,6 +167,8 @@ class Trainer:
 
         cfg = self.recipe.chase
         self.channel_groups = list(self._channel_groups())
+        # snip/grasp score the first training batches of epoch 1 (train.saliency)
+        init_data = itertools.islice(self.data.train.batches(0), cfg.init_batches)
         return Chase(
             self.model,
             groups=self.channel_groups,
@@ -176,6 +179,7 @@ class Trainer:
             explore_until=explore_until_epoch(self.recipe),
             channel_until=channel_until_epoch(self.recipe),
             seed=self.recipe.seed,
+            init_data=init_data,
         )
 
     def _build_shrinker(self):
