@@ -27,6 +27,8 @@ EPOCH_KEYS = {
     "channel_sparsity",
     "lr",
     "seconds",
+    "train_flops",
+    "train_flops_dense",
 }
 
 

@@ -230,6 +230,18 @@ class Chase:
         ]
         return amenable_fractions(self.layer_names, self._weights(), self._initial, rows)
 
+    def alive_weights(self, shapes: dict[str, Sequence[int]]) -> dict[str, int]:
+        """Weights alive in each Conv/Linear module of ``shapes`` (name → original weight shape):
+        its mask's count where it is masked, else its positions inside alive channels (the
+        training FLOPs count, ``train.training_flops``)."""
+        masked = dict(zip(self.layer_names, count_active(self._masks), strict=True))
+        return {
+            name: masked[name]
+            if name in masked
+            else self._layout.capacity(f"{name}.weight", shape, self._widths)
+            for name, shape in shapes.items()
+        }
+
     def alive_channels(self) -> dict[str, Tensor]:
         """Group name -> bool keep vector over its original channels."""
         return {gr.name: a for gr, a in zip(self._groups, self.alive, strict=True)}

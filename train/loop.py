@@ -51,6 +51,7 @@ from train.optim import build_optimizer, lr_at, set_lr
 from train.plan import ChannelPlan, empty_plan
 from train.progress import Progress, log
 from train.run_dir import RunDir
+from train.training_flops import TrainingFlops
 
 GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
 DEBUG_DUMP_ENV = "CHASE_DEPLOY_DEBUG_DUMP_DIR"
@@ -151,6 +152,8 @@ class Trainer:
         self.channel_groups: list[ChannelGroup] = []
         self.chase = self._build_chase() if recipe.sparse else None
         self.shrinker = self._build_shrinker()
+        self.flops = TrainingFlops.of_model(self.model, self.data.input_shape, device)
+        self._count_alive()
         self.net: nn.Module = self.model
         self._wrap()
         amp = recipe.train.amp if device.type == "cuda" else "none"
@@ -276,6 +279,7 @@ class Trainer:
                 **self._sparsity(),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - start,
+                **self.flops.record(),
             }
             self.metrics.write(record)
             if self.chase is not None:
@@ -318,6 +322,7 @@ class Trainer:
                 loss = F.cross_entropy(self.net(x), y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             skipped = self._backward_and_step(loss)
+            events = []
             if self.chase is not None:
                 events = self.chase.after_step(self.step, skipped=skipped)
                 for event in events:
@@ -325,6 +330,7 @@ class Trainer:
                         {"epoch": epoch + 1, **event} if "epoch" not in event else event
                     )
                 self._shrink(events, epoch)
+            self._count_flops(len(y) * self.dist.world, events)
             losses.append(loss.detach())
             bar.update(loss=lambda: float(losses[-1]), lr=lr)
             self._debug_kill()
@@ -333,6 +339,19 @@ class Trainer:
         loss_sum, count = float(stacked.sum()), len(losses)
         loss_sum, count = all_reduce_sum([loss_sum, float(count)], self.device)
         return loss_sum / max(count, 1)
+
+    def _count_flops(self, samples: int, events: list[dict]) -> None:
+        """Training FLOPs of this step with the weights it trained (``train.training_flops``):
+        an exploration that grows by gradient read the dense weight gradient. Then the counts
+        alive for the next step, if an event changed them."""
+        grew = any(e["event"] == "exploration" for e in events)
+        self.flops.step(samples, dense_grad=grew and self.recipe.chase.growth == "gradient")
+        if events:
+            self._count_alive()
+
+    def _count_alive(self) -> None:
+        if self.chase is not None:
+            self.flops.set_alive(self.chase.alive_weights(self.flops.shapes))
 
     def _backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
@@ -449,6 +468,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "step": self.step},
             "input_shape": list(self.data.input_shape),
             "val_acc": self.val_acc,
+            "train_flops": self.flops.state_dict(),
         }
         if full:
             ckpt["world_size"] = self.dist.world
@@ -535,6 +555,8 @@ class Trainer:
         self.epoch = ckpt["progress"]["epoch"]
         self.step = ckpt["progress"]["step"]
         self.val_acc = ckpt.get("val_acc")
+        self.flops.load_state_dict(ckpt.get("train_flops"))
+        self._count_alive()
         log(f"resumed from {source} at epoch {self.epoch}, step {self.step}", self.main)
         trained_with = ckpt.get("world_size", 1)
         if trained_with != self.dist.world:
