@@ -30,6 +30,7 @@ class Width:
     dense: dict[int, float]  # seed -> top-1 (fraction)
     chase: dict[int, float]
     params: int  # every parameter of the dense network
+    weights: int  # its Conv/Linear weights, N (Chase keeps 10 % of them)
     kept: int | None  # weights Chase's masks keep (Conv/Linear), from a finished run
 
     @property
@@ -54,11 +55,14 @@ def seeds_of(runs: Path, name: str) -> dict[int, float]:
     return found
 
 
-def dense_params(width: int) -> int:
+def dense_sizes(width: int) -> tuple[int, int]:
+    """Every parameter, and the Conv/Linear weights, of the width-``width`` network."""
+    from train.masks import maskable_modules
     from train.models import create_model
 
     model = create_model("resnet_quick", width=width, in_channels=1, num_classes=10)
-    return sum(p.numel() for p in model.parameters())
+    weights = sum(m.weight.numel() for m in maskable_modules(model).values())
+    return sum(p.numel() for p in model.parameters()), weights
 
 
 def kept_weights(runs: Path, width: int) -> int | None:
@@ -77,7 +81,7 @@ def collect(runs: Path) -> list[Width]:
             w,
             seeds_of(runs, f"{DENSE}_w{w}"),
             seeds_of(runs, f"{CHASE}_w{w}"),
-            dense_params(w),
+            *dense_sizes(w),
             kept_weights(runs, w),
         )
         for w in WIDTHS
@@ -94,9 +98,9 @@ def mean_std(values: list[float]) -> str:
 
 def table(rows: list[Width]) -> str:
     lines = [
-        "| width | dense params | Chase weights kept | dense top-1 % | Chase S_c 0.5 top-1 % "
-        "| gap (points) | gap per seed | seeds |",
-        "|---:|---:|---:|---:|---:|---:|---|---|",
+        "| width | params | Conv/Linear weights | Chase keeps | dense top-1 % "
+        "| Chase S_c 0.5 top-1 % | gap (points) | gap per seed | seeds (dense / Chase) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         gaps = r.gaps
@@ -104,7 +108,8 @@ def table(rows: list[Width]) -> str:
         seeds = f"{sorted(r.dense)} / {sorted(r.chase)}"
         kept = f"{r.kept:,}" if r.kept is not None else "—"
         lines.append(
-            f"| {r.width} | {r.params:,} | {kept} | {mean_std(list(r.dense.values()))} | "
+            f"| {r.width} | {r.params:,} | {r.weights:,} | {kept} | "
+            f"{mean_std(list(r.dense.values()))} | "
             f"{mean_std(list(r.chase.values()))} | {mean_std(list(gaps.values()))} | {per_seed} "
             f"| {seeds} |"
         )
