@@ -8,6 +8,9 @@
     ...  loss.backward(); chase.before_step(t); optimizer.step(); chase.after_step(t)
     save_checkpoint("final.pt", model, chase, model_name="mynets:build", sample_shape=(3, 32, 32))
 
+With ``ChaseConfig(init="snip")`` (or ``"grasp"``) pass ``init_data=`` a few training batches of
+(inputs, labels): the layers' initial counts come from that one-shot saliency (``train.saliency``).
+
 ``chase-deploy slim final.pt`` then accepts the checkpoint like one written by
 ``chase-deploy train``: it rebuilds the model from ``model_name`` (a registry name,
 ``torchvision:``/``timm:`` name or ``MODULE:CALLABLE`` import path) with ``model_kwargs``, so
