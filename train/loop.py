@@ -342,9 +342,9 @@ class Trainer:
 
     def _count_flops(self, samples: int, events: list[dict]) -> None:
         """Training FLOPs of this step with the weights it trained (``train.training_flops``):
-        an exploration that grows by gradient read the dense weight gradient. Then the counts
-        alive for the next step, if an event changed them."""
-        grew = any(e["event"] == "exploration" for e in events)
+        an exploration that grew weights by gradient read the dense weight gradient. Then the
+        counts alive for the next step, if an event changed them."""
+        grew = any(e["event"] == "exploration" and e["grown"] > 0 for e in events)
         self.flops.step(samples, dense_grad=grew and self.recipe.chase.growth == "gradient")
         if events:
             self._count_alive()
