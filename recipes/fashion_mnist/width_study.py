@@ -163,8 +163,8 @@ def plot(rows: list[Width], out: Path) -> None:
     for ax, title in ((acc, "top-1 (%)"), (gap, "dense − Chase S_c 0.5 (points)")):
         ax.set_xscale("log", base=2)
         ax.set_xlim(6, 42)
-        ax.set_xticks(list(WIDTHS), [str(w) for w in WIDTHS])
-        ax.set_xlabel("resnet_quick width (stage widths w, 2w, 4w; 5 epochs)")
+        ax.set_xticks(list(WIDTHS), [f"{r.width}\n{r.weights / 1000:.0f} k weights" for r in rows])
+        ax.set_xlabel("resnet_quick width w (stages w, 2w, 4w; 5 epochs)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     acc.legend(fontsize=8)
