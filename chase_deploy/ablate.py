@@ -16,7 +16,13 @@ After each cut the BatchNorm statistics are re-estimated on ``bn_batches`` (augm
 batches, as the released code does after merging channels (``torch.optim.swa_utils.update_bn``,
 a cumulative average): a removed channel's constant activation no longer matches the statistics
 the following layers were trained with, and without re-estimation stale statistics, not the
-criterion, decide the accuracy. ``bn_batches = 0`` evaluates the cut as it is.
+criterion, decide the accuracy. The unpruned baseline is re-estimated the same way, so every row
+is measured alike (its accuracy with the trained statistics is reported beside it).
+``bn_batches = 0`` evaluates the cut as it is.
+
+The per-layer floor is the source recipe's ``chase.beta`` (a layer keeps ⌊(1 − S_c)·β·width⌋
+channels, as in training), applied to the one-shot cut; ``beta`` overrides it, and β 0 removes it
+(every floor one channel: the plain global order).
 
 Several source runs (the same recipe under different seeds) are studied alike, each with its own
 selection, and every cell is reported as mean ± std over them, like the paper's Table 2.
@@ -227,6 +233,7 @@ def ablate_run(
     out: str | Path | None = None,
     *,
     bn_batches: int = DEFAULT_BN_BATCHES,
+    beta: float | None = None,
     device: str = "auto",
     on_result: Callable[[OneShot], None] | None = None,
 ) -> Path:
@@ -249,14 +256,17 @@ def ablate_run(
             )
     dev = select_device(device)
     cuts: dict[tuple[str, float], list[OneShot]] = {}
-    baselines = []
+    baselines, trained_bn = [], []
+    floor = sources[0].recipe.chase.beta if beta is None else beta
     for source in sources:
         chase = source.recipe.chase
         selector = Selector(
-            source.model, source.groups, beta=chase.beta, round_to=chase.round_to,
+            source.model, source.groups, beta=floor, round_to=chase.round_to,
             seed=source.recipe.seed,
         )  # fmt: skip
-        baselines.append(evaluate(source.model, source.data.val, dev))
+        trained_bn.append(evaluate(source.model, source.data.val, dev))
+        unpruned = reestimate_bn(copy.deepcopy(source.model), source.data.train, bn_batches, dev)
+        baselines.append(evaluate(unpruned, source.data.val, dev))
         for criterion in criteria:
             for sparsity in sparsities:
                 cut = selector.cut(criterion, sparsity)
@@ -276,7 +286,7 @@ def ablate_run(
         "model": first.recipe.model.name,
         "data": first.recipe.data.name,
         "density": first.recipe.chase.density,
-        "beta": first.recipe.chase.beta,
+        "beta": floor,
         "align": first.recipe.chase.round_to,  # the recipe key chase.align
         "channels": sum(g.width for g in first.groups),
         "groups": [{"name": g.name, "width": g.width} for g in first.groups],
@@ -285,6 +295,8 @@ def ablate_run(
         "baseline_acc": _mean(baselines),
         "baseline_std": _std(baselines),
         "baseline_accs": baselines,
+        "baseline_acc_trained_bn": _mean(trained_bn),
+        "baseline_accs_trained_bn": trained_bn,
         "criteria": list(criteria),
         "sparsities": list(sparsities),
         "results": [_cell(per_run) for per_run in cuts.values()],
@@ -358,7 +370,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         f"pruned in training) over {result['channels']} channels in {len(result['groups'])} prunable "
         f"layers, beta {result['beta']:g}, chase.align (width rounding) {result['align']}; validation "
         f"top-1 without retraining; {bn}. "
-        f"Unpruned: **{_percent(result['baseline_acc'], result['baseline_std'], several)} %**.",
+        f"Unpruned: **{_percent(result['baseline_acc'], result['baseline_std'], several)} %**"
+        f"{_trained_bn(result)}.",
         "",
         f"| criterion | {head} |",
         "|---|" + "---:|" * len(sparsities),
@@ -372,6 +385,15 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {criterion} | {' | '.join(cells)} |")
     lines += ["", "![accuracy vs channel sparsity](ablate.png)", ""]
     return "\n".join(lines)
+
+
+def _trained_bn(result: dict[str, Any]) -> str:
+    """The unpruned model with its trained BatchNorm statistics, when they were re-estimated."""
+    if not result["bn_batches"]:
+        return ""
+    return (
+        f" (re-estimated as the cuts; {100 * result['baseline_acc_trained_bn']:.2f} % as trained)"
+    )
 
 
 def _percent(value: float, std: float, several: bool) -> str:

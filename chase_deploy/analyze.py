@@ -11,7 +11,8 @@ so a run can be analysed long after training, on any machine:
 - ``schedules.png``: density and channel sparsity over optimizer steps, with every exploration and
   channel event and the epoch boundaries;
 - ``curves.png``: training loss, validation accuracy and sparsity per epoch;
-- ``summary.md``: the numbers behind the plots.
+- ``summary.md``: the numbers behind the plots, and the training FLOPs against the dense
+  equivalent (``train.training_flops``).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ def summary_markdown(
         f"- measured density: {_num(last.get('density'))}; channel sparsity: {_num(last.get('channel_sparsity'))}",
         f"- explorations: {len(run.events('exploration'))}; channel events: {len(run.events('channels'))}",
         f"- training time: {seconds:.0f} s",
+        f"- training FLOPs: {_training_flops(last)}",
         "",
     ]
     for name, png in plots.items():
@@ -250,6 +252,15 @@ def _amenable_table(events: list[dict[str, Any]]) -> list[str]:
             values = " | ".join(f"{x:.1%}" for x in e[f"{key}_total"])
             lines.append(f"| {label} | {e['epoch']} | {values} |")
     return [*lines, ""]
+
+
+def _training_flops(last: dict[str, Any]) -> str:
+    """The run's cumulative training FLOPs against its dense equivalent (RigL's accounting,
+    ``train.training_flops``)."""
+    sparse, dense = last.get("train_flops"), last.get("train_flops_dense")
+    if sparse is None or not dense:
+        return "not recorded"
+    return f"{sparse:.3e} of {dense:.3e} dense ({sparse / dense:.2f}x)"
 
 
 def _pct(value: float | None) -> str:

@@ -9,6 +9,9 @@
     save_checkpoint("final.pt", model, chase, model_name="mynets:build", sample_shape=(3, 32, 32),
                     groups=groups)
 
+With ``ChaseConfig(init="snip")`` (or ``"grasp"``) pass ``init_data=`` a few training batches of
+(inputs, labels): the layers' initial counts come from that one-shot saliency (``train.saliency``).
+
 ``chase-deploy slim final.pt`` then accepts the checkpoint like one written by
 ``chase-deploy train``: it rebuilds the model from ``model_name`` (a registry name,
 ``torchvision:``/``timm:`` name or ``MODULE:CALLABLE`` import path) with ``model_kwargs``, so

@@ -8,7 +8,7 @@ from typing import Any
 
 from chase_deploy import plots
 from train.atomic import write_bytes, write_text
-from train.config import Recipe, explore_until_epoch
+from train.config import Recipe, channel_until_epoch
 from train.metrics import read_metrics
 from train.run_dir import RunDir
 
@@ -91,7 +91,7 @@ def _epoch_time(files: RunDir, recipe: Recipe, metrics: list[dict], twin: Path |
         twin_epochs = [m for m in read_metrics(RunDir(twin).metrics) if m.get("event") == "epoch"]
         twin_label = "masked twin" if recipe.chase.shrink else "twin"
         series[f"{twin_label} ({twin.name})"] = [(e["epoch"], e["seconds"]) for e in twin_epochs]
-    end = explore_until_epoch(recipe) if recipe.chase.channel_sparsity > 0 else None
+    end = channel_until_epoch(recipe) if recipe.chase.channel_sparsity > 0 else None
     shrinks = [m["epoch"] for m in metrics if m.get("event") == "shrink"]
     write_bytes(files.epoch_time_png, plots.plot_epoch_time(series, end, shrinks))
     lines = ["## Epoch time", "", f"![epoch time]({files.epoch_time_png.name})", ""]

@@ -308,3 +308,33 @@ def test_slimming_removes_the_channels_with_the_smallest_norm_scale(runs) -> Non
             kept += gamma[alive].tolist()
     assert len(removed) == cut.scheduled and kept and max(removed) <= min(kept)
     assert any(not torch.equal(a, b) for a, b in zip(cut.alive, reverse.alive, strict=True))
+
+
+def test_the_unpruned_baseline_is_measured_like_the_cuts_and_beta_overrides(
+    runs, tmp_path: Path
+) -> None:
+    from chase_deploy.ablate import reestimate_bn
+
+    out = tmp_path / "b"
+    args = ["--criteria", "umm", "--channel-sparsity", "0.5", "--bn-batches", "3"]
+    result = CliRunner().invoke(
+        main, ["ablate", str(runs["unstructured"]), "--out", str(out), "--beta", "1", *args]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "ablate.json").read_text())
+    ckpt = load_checkpoint(runs["unstructured"] / "final.pt")
+    recipe = load_recipe(runs["unstructured"] / "recipe.yaml")
+    bundle = build_data(recipe.data, recipe.seed)
+    cpu = torch.device("cpu")
+    trained = evaluate(build_model_from_checkpoint(ckpt), bundle.val, cpu)
+    again = reestimate_bn(build_model_from_checkpoint(ckpt), bundle.train, 3, cpu)
+    assert data["baseline_acc"] == evaluate(again, bundle.val, cpu)
+    assert data["baseline_acc_trained_bn"] == trained
+    assert f"{100 * trained:.2f} % as trained" in (out / "ablate.md").read_text()
+    # --beta 1 instead of the recipe's 0: every layer keeps ⌊(1 − 0.5)·width⌋ channels, the
+    # cut is exactly half of each layer.
+    assert data["beta"] == 1.0
+    groups = {g["name"]: g["width"] for g in data["groups"]}
+    assert data["results"][0]["widths"] == {n: w - w // 2 for n, w in groups.items()}
+    bad = CliRunner().invoke(main, ["ablate", str(runs["unstructured"]), "--beta", "1.5"])
+    assert bad.exit_code == 2 and "--beta '1.5': give a number in [0, 1]" in bad.output

@@ -59,6 +59,13 @@ def test_analyze_writes_real_plots_and_a_summary(pruned_run: Path, tmp_path: Pat
     # The amenable table pools every layer at the first and last epoch.
     assert "| UMM | 1 |" in summary and "| WS | 3 |" in summary and "| UMM or WS | 3 |" in summary
 
+    # Training FLOPs: the last epoch's cumulative counts and their ratio.
+    last = run.events("epoch")[-1]
+    sparse, dense = last["train_flops"], last["train_flops_dense"]
+    assert 0 < sparse < dense
+    ratio = f"{sparse:.3e} of {dense:.3e} dense ({sparse / dense:.2f}x)"
+    assert f"- training FLOPs: {ratio}" in summary
+
 
 def test_default_output_is_inside_the_run(pruned_run: Path) -> None:
     result = CliRunner().invoke(main, ["analyze", str(pruned_run)])
@@ -79,6 +86,7 @@ def test_a_dense_run_has_no_amenable_plot(tmp_path: Path) -> None:
     assert not (out / "amenable.png").exists()
     assert (out / "widths.png").read_bytes().startswith(PNG_MAGIC)
     assert "No amenable statistics" in (out / "summary.md").read_text()
+    assert "dense (1.00x)" in (out / "summary.md").read_text()
 
 
 def test_not_a_run_dir_exits_2(tmp_path: Path) -> None:

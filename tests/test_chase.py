@@ -46,6 +46,7 @@ def _setup(
         epochs=EPOCHS,
         explore_until=STOP,
         seed=7,
+        init_data=[_batch(0, shape)],  # scored by chase.init snip / grasp only
     )
     return net, opt, chase
 
@@ -214,6 +215,8 @@ def test_prune_skip_prunes_streams_jointly() -> None:
         {},
         # SET-style random growth and the cosine drop fraction that stops at 75 % of training.
         {"growth": "random", "drop_fraction": 0.3, "drop_until": 0.75, "scope": "layerwise"},
+        # A GraSP start and channel pruning past tau_stop, to epoch 5.
+        {"init": "grasp", "channel_until": 5, "scope": "layerwise"},
     ],
 )
 def test_resume_is_bit_for_bit(overrides: dict) -> None:

@@ -57,13 +57,22 @@ def test_init_follows_the_released_code() -> None:
     from train.config import recipe_from_dict
 
     torch.manual_seed(0)
-    # CIFAR ResNets (and resnet_quick): PyTorch's default conv init, kaiming-uniform with a = √5,
-    # so |w| ≤ 1/sqrt(fan_in) and std = 1/sqrt(3·fan_in).
-    for name in ("resnet20", "resnet32", "resnet50_cifar", "resnet_quick"):
+    # CIFAR ResNet-50 (and resnet_quick): PyTorch's default conv init, kaiming-uniform with
+    # a = √5, so |w| ≤ 1/sqrt(fan_in) and std = 1/sqrt(3·fan_in).
+    for name in ("resnet50_cifar", "resnet_quick"):
         model = create_model(name)
         for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
             fan_in = conv.weight[0].numel()
             assert float(conv.weight.detach().abs().max()) <= 1 / math.sqrt(fan_in) + 1e-7, name
+    # ResNet-20/32: kaiming-normal fan_in on every conv and the classifier (the released
+    # cifar_resnet with initializers.kaiming_normal), std sqrt(2 / fan_in).
+    for name in ("resnet20", "resnet32"):
+        model = create_model(name, num_classes=100)
+        conv = model.layer3[-1].conv2.weight  # 64 x 64 x 3 x 3
+        assert _std_ratio(conv, math.sqrt(2 / (64 * 9))) == pytest.approx(1, abs=0.03), name
+        assert _std_ratio(model.fc.weight, math.sqrt(2 / 64)) == pytest.approx(1, abs=0.05), name
+        assert float(model.fc.weight.detach().abs().max()) > 1 / math.sqrt(64)  # not the default
+        assert bool((model.layer1[0].bn1.weight == 1).all())
     big = create_model("resnet50_cifar").layer4[0].conv2.weight  # 512 x 512 x 3 x 3
     assert _std_ratio(big, 1 / math.sqrt(3 * 512 * 9)) == pytest.approx(1, abs=0.01)
     # ImageNet ResNet-50: kaiming-normal fan_in, BN 1/0.

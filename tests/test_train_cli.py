@@ -27,6 +27,8 @@ EPOCH_KEYS = {
     "channel_sparsity",
     "lr",
     "seconds",
+    "train_flops",
+    "train_flops_dense",
 }
 
 
@@ -151,7 +153,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path) -> None:
     recipe = write_recipe(
         tmp_path / "r.yaml",
         train={"epochs": 4},
-        chase={"explore_until": 3},
+        # A GraSP start, and channel pruning to the end of training, past tau_stop.
+        chase={"explore_until": 3, "channel_until": 4, "init": "grasp", "init_batches": 2},
         data={"num_train": 384},
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -39,6 +39,10 @@ Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as imple
   step restores the budget with q = 0 and the topology is frozen, as with ``after_stop: freeze``.
 - Channel events fire at (t + offset) mod ΔT = 0, offset ΔT_p/2 by default (the released code);
   ``channel_offset: 0`` gives the paper's plain "every ΔT steps".
+- Channel pruning ends at T_c = ``channel_until`` epochs (default tau_stop), so SET/RigL
+  (``explore_until: 0``) run beside gradual channel pruning (the paper's Table 7). A channel
+  event on a frozen topology (past ``drop_until``, or ``after_stop: freeze``) thaws it for one
+  exploration step with q = 0, which regrows the weights the event freed back to B.
 - Each channel's UMM and WS at mask initialization are kept (and checkpointed) for the paper's
   amenable statistic (``amenable_stats``).
 - ``from_weights=True`` (a model started from trained weights, ``model.weights``): the initial
@@ -54,7 +58,7 @@ Choices beyond the paper (``docs/algorithm.md`` describes the algorithm as imple
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -72,6 +76,7 @@ from train.groups import ChannelGroup, ChannelMap
 from train.magnitude import magnitude_masks
 from train.masks import apply_masks, checksum, count_active, maskable_modules, random_mask
 from train.plan import ChannelPlan, plan_from_groups
+from train.saliency import SALIENCY_INITS, saliency_counts
 from train.schedules import Timeline, channel_target, drop_rate, growth_extra, hard_prune_rate
 
 STATE_VERSION = 2
@@ -96,8 +101,10 @@ class Chase:
         steps_per_epoch: int,
         epochs: int,
         explore_until: int | None = None,
+        channel_until: int | None = None,
         seed: int = 0,
         from_weights: bool = False,
+        init_data: Iterable[tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError("steps_per_epoch and epochs must be positive")
@@ -110,6 +117,7 @@ class Chase:
         stop = explore_until if explore_until is not None else cfg.explore_until
         if stop is None:
             stop = epochs - 30 if epochs > 40 else max(1, math.ceil(0.75 * epochs))
+        channel_stop = channel_until if channel_until is not None else cfg.channel_until
         self.timeline = Timeline(
             steps_per_epoch,
             epochs,
@@ -118,6 +126,7 @@ class Chase:
             cfg.channel_every,
             channel_offset=cfg.channel_offset,
             drop_until=cfg.drop_until,
+            channel_stop_epoch=channel_stop,
         )
 
         layers = maskable_modules(model, cfg.dense_layers)
@@ -127,9 +136,9 @@ class Chase:
         self._index = {name: i for i, name in enumerate(self.param_names)}
         shapes = [tuple(p.shape) for p in self._params]
         self._shapes = shapes  # original shapes, whatever the model's are
-        self._base_counts = layer_counts(shapes, cfg.density, cfg.init)
         self.total = sum(p.numel() for p in self._params)
         self.budget = budget(cfg.density, self.total)
+        self._base_counts = self._initial_counts(model, init_data)
         g = torch.Generator().manual_seed(_stream(seed, _MASK_STREAM))
         self._masks = (
             magnitude_masks(self._params, self._base_counts)
@@ -229,6 +238,18 @@ class Chase:
         ]
         return amenable_fractions(self.layer_names, self._weights(), self._initial, rows)
 
+    def alive_weights(self, shapes: dict[str, Sequence[int]]) -> dict[str, int]:
+        """Weights alive in each Conv/Linear module of ``shapes`` (name → original weight shape):
+        its mask's count where it is masked, else its positions inside alive channels (the
+        training FLOPs count, ``train.training_flops``)."""
+        masked = dict(zip(self.layer_names, count_active(self._masks), strict=True))
+        return {
+            name: masked[name]
+            if name in masked
+            else self._layout.capacity(f"{name}.weight", shape, self._widths)
+            for name, shape in shapes.items()
+        }
+
     def alive_channels(self) -> dict[str, Tensor]:
         """Group name -> bool keep vector over its original channels."""
         return {gr.name: a for gr, a in zip(self._groups, self.alive, strict=True)}
@@ -259,6 +280,7 @@ class Chase:
             "pending_channels": self._pending_channels,
             "pending_explore": self._pending_explore,
             "frozen": self._frozen,
+            "base_counts": list(self._base_counts),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -289,6 +311,8 @@ class Chase:
         self._pending_channels = state["pending_channels"]
         self._pending_explore = state["pending_explore"]
         self._frozen = bool(state["frozen"])
+        if "base_counts" in state:  # the initial counts (saliency ones are data-dependent)
+            self._base_counts = [int(c) for c in state["base_counts"]]
         self._grad_abs = None
         self._remask()
 
@@ -319,6 +343,8 @@ class Chase:
             gr.width for gr in self._groups
         ]:
             raise bad("channel groups differ")
+        if len(state.get("base_counts", self.param_names)) != len(self.param_names):
+            raise bad("initial counts of another set of layers")
         unknown = [n for n in state["extra_masks"] if n not in self._params_by_name]
         if unknown:
             raise bad(f"unknown parameter {unknown[0]}")
@@ -448,10 +474,12 @@ class Chase:
             target = cfg.channel_sparsity
         else:
             target = channel_target(
-                t, cfg.channel_sparsity, self.timeline.stop, cfg.channel_schedule
+                t, cfg.channel_sparsity, self.timeline.channel_stop, cfg.channel_schedule
             )
         count = self._pool.count(sum(self._widths), target)
         removed = self._remove_channels(count) if count > 0 else 0
+        if removed and self._frozen:
+            self._frozen = False  # the next exploration step regrows the freed budget, q = 0
         self._agree("channel event", now)
         return {
             "event": "channels",
@@ -584,6 +612,21 @@ class Chase:
                 f"(checksums range {-int(both[1])}..{int(both[0])}); the runs have diverged"
             )
 
+    def _initial_counts(
+        self, model: nn.Module, init_data: Iterable[tuple[Tensor, Tensor]] | None
+    ) -> list[int]:
+        """Active weights per masked layer at init: ERK/ER/uniform shares, or the layers' counts
+        in the global SNIP/GraSP ranking on ``init_data`` (``train.saliency``)."""
+        if self.cfg.init not in SALIENCY_INITS or self.cfg.density >= 1.0:
+            method = "uniform" if self.cfg.init in SALIENCY_INITS else self.cfg.init
+            return layer_counts(self._shapes, self.cfg.density, method)
+        if init_data is None:
+            raise BadInput(
+                f"recipe key chase.init: {self.cfg.init} scores weights on training batches; "
+                f"pass init_data= (batches of inputs and labels) to Chase, or use chase.init: erk"
+            )
+        return saliency_counts(model, self.layer_names, self.cfg.init, init_data, self.budget)
+
     def _resolve_groups(self, groups: Sequence[ChannelGroup]) -> list[ChannelGroup]:
         """The groups channels are pruned from (none without channel sparsity)."""
         if self.cfg.channel_sparsity <= 0:
@@ -614,9 +657,10 @@ class Chase:
             )
         if self.timeline.last_channel_event() is None:
             raise BadInput(
-                f"recipe key chase.channel_every: no channel event fits before explore_until "
-                f"({self.timeline.stop} steps, events at (t + {self.timeline.offset}) mod "
-                f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise chase.explore_until"
+                f"recipe key chase.channel_every: no channel event fits before channel_until "
+                f"({self.timeline.channel_stop} steps, events at (t + {self.timeline.offset}) mod "
+                f"{self.cfg.channel_every} = 0); lower chase.channel_every or raise "
+                f"chase.channel_until (default chase.explore_until)"
             )
 
 

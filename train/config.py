@@ -140,7 +140,15 @@ class TrainConfig:
 @dataclass
 class ChaseConfig:
     density: float = _f(0.1, lo=0.0, hi=1.0, lo_open=True)
-    init: str = _f("erk", choices=("erk", "er", "uniform"))
+    init: str = _f(
+        "erk",
+        choices=("erk", "er", "uniform", "snip", "grasp"),
+        help="layer-wise densities of the initial random masks; snip and grasp take each "
+        "layer's count from a one-shot saliency ranking at init (train.saliency)",
+    )
+    init_batches: int = _f(
+        1, lo=1, hi=10000, help="training batches that score the snip/grasp saliency"
+    )
     dense_layers: list[str] = _f(factory=list)
     update_every: int = _f(1000, lo=1)
     growth_extra: float = _f(0.05, lo=0.0, hi=1.0)
@@ -151,6 +159,12 @@ class ChaseConfig:
     scope: str = _f("global", choices=("global", "layerwise"))
     explore_until: int | None = _f(
         None, lo=0, help="epoch tau_stop; default epochs - 30 (or 3/4 of short runs)"
+    )
+    channel_until: int | None = _f(
+        None,
+        lo=0,
+        help="epoch where gradual channel pruning ends (T_c); default explore_until. Lets "
+        "SET/RigL (explore_until 0) run beside gradual channel pruning",
     )
     after_stop: str = _f("continue", choices=("continue", "freeze"))
     drop_fraction: float | None = _f(
@@ -203,7 +217,7 @@ CHASE_ALIASES = {
     "layer_interval": "channel_every",
     "minumum_ratio": "beta",
     "minimum_ratio": "beta",
-    "stop_gmp_epochs": "explore_until",
+    "stop_gmp_epochs": "channel_until",
 }
 _VALUE_ALIASES = {("chase", "init"): {"fixed_erk": "erk"}}
 
@@ -461,6 +475,10 @@ def _cross_check(r: Recipe) -> None:
         raise BadInput(
             f"recipe key chase.explore_until: {r.chase.explore_until} is past train.epochs ({r.train.epochs})"
         )
+    if r.chase.channel_until is not None and r.chase.channel_until > r.train.epochs:
+        raise BadInput(
+            f"recipe key chase.channel_until: {r.chase.channel_until} is past train.epochs ({r.train.epochs})"
+        )
     if r.chase.shrink and r.chase.channel_sparsity <= 0:
         raise BadInput(
             "recipe key chase.shrink: needs chase.channel_sparsity > 0 (without channel pruning "
@@ -519,3 +537,10 @@ def explore_until_epoch(r: Recipe) -> int:
         return r.chase.explore_until
     e = r.train.epochs
     return e - 30 if e > 40 else max(1, math.ceil(0.75 * e))
+
+
+def channel_until_epoch(r: Recipe) -> int:
+    """T_c in epochs, where gradual channel pruning ends: the recipe's value, else tau_stop."""
+    if r.chase.channel_until is not None:
+        return r.chase.channel_until
+    return explore_until_epoch(r)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import signal
 import time
@@ -27,7 +28,7 @@ from torch import nn
 from train.accuracy import count_correct
 from train.atomic import torch_save, write_json, write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import Recipe, explore_until_epoch
+from train.config import Recipe, channel_until_epoch, explore_until_epoch
 from train.data import DataBundle, build_data
 from train.data.shapes import DataShape
 from train.density import capped_message
@@ -56,6 +57,7 @@ from train.progress import Progress, log
 from train.run_dir import RunDir
 from train.state_versions import KEY as VERSIONS_KEY
 from train.state_versions import module_versions, versioned
+from train.training_flops import TrainingFlops
 from train.weights import start_from_weights
 
 GroupDeriver = Callable[[nn.Module, Sequence[int], bool], Sequence[ChannelGroup]]
@@ -163,6 +165,8 @@ class Trainer:
         self.channel_groups: list[ChannelGroup] = []
         self.chase = self._build_chase() if recipe.sparse else None
         self.shrinker = self._build_shrinker()
+        self.flops = TrainingFlops.of_model(self.model, self.data.input_shape, device)
+        self._count_alive()
         self.net: nn.Module = self.model
         self._wrap()
         amp = recipe.train.amp if device.type == "cuda" else "none"
@@ -181,6 +185,8 @@ class Trainer:
 
         cfg = self.recipe.chase
         self.channel_groups = list(self._channel_groups())
+        # snip/grasp score the first training batches of epoch 1 (train.saliency)
+        init_data = itertools.islice(self.data.train.batches(0), cfg.init_batches)
         return Chase(
             self.model,
             groups=self.channel_groups,
@@ -189,8 +195,10 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             epochs=self.recipe.train.epochs,
             explore_until=explore_until_epoch(self.recipe),
+            channel_until=channel_until_epoch(self.recipe),
             seed=self.recipe.seed,
             from_weights=self.recipe.model.weights is not None,
+            init_data=init_data,
         )
 
     def _build_teacher(self) -> Teacher | None:
@@ -302,6 +310,7 @@ class Trainer:
                 **self._sparsity(),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - start,
+                **self.flops.record(),
             }
             self.metrics.write(record)
             if self.chase is not None:
@@ -347,6 +356,7 @@ class Trainer:
             self._note_aux(aux)
             self.optimizer.zero_grad(set_to_none=True)
             skipped = self._backward_and_step(loss)
+            events = []
             if self.chase is not None:
                 events = self.chase.after_step(self.step, skipped=skipped)
                 for event in events:
@@ -356,6 +366,7 @@ class Trainer:
                     if event["event"] == "budget_capped":
                         log(self._capped_line(event), self.main)
                 self._shrink(events, epoch)
+            self._count_flops(len(y) * self.dist.world, events)
             losses.append(loss.detach())
             bar.update(loss=lambda: float(losses[-1]), lr=lr)
             self._debug_kill()
@@ -391,6 +402,19 @@ class Trainer:
         smoothing = self.recipe.train.label_smoothing
         teacher = self.teacher.logits(x)
         return lambda logits: kd_loss(logits, teacher, y, cfg.alpha, cfg.temperature, smoothing)
+
+    def _count_flops(self, samples: int, events: list[dict]) -> None:
+        """Training FLOPs of this step with the weights it trained (``train.training_flops``):
+        an exploration that grew weights by gradient read the dense weight gradient. Then the
+        counts alive for the next step, if an event changed them."""
+        grew = any(e["event"] == "exploration" and e["grown"] > 0 for e in events)
+        self.flops.step(samples, dense_grad=grew and self.recipe.chase.growth == "gradient")
+        if events:
+            self._count_alive()
+
+    def _count_alive(self) -> None:
+        if self.chase is not None:
+            self.flops.set_alive(self.chase.alive_weights(self.flops.shapes))
 
     def _backward_and_step(self, loss: torch.Tensor) -> bool:
         """Backward, unscale, let Chase read the dense grads, clip, step. True if the step was skipped."""
@@ -508,6 +532,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "step": self.step},
             "input_shape": list(self.data.input_shape),
             "val_acc": self.val_acc,
+            "train_flops": self.flops.state_dict(),
         }
         if self.model_groups is not None:
             ckpt["channel_groups"] = self.model_groups.to_dict()
@@ -609,6 +634,8 @@ class Trainer:
         self.epoch = ckpt["progress"]["epoch"]
         self.step = ckpt["progress"]["step"]
         self.val_acc = ckpt.get("val_acc")
+        self.flops.load_state_dict(ckpt.get("train_flops"))
+        self._count_alive()
         log(f"resumed from {source} at epoch {self.epoch}, step {self.step}", self.main)
         trained_with = ckpt.get("world_size", 1)
         if trained_with != self.dist.world:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Timeline:
-    """The step counts of one run: T = E·I steps, exploration phase A and channel pruning end at T_c."""
+    """The step counts of one run: T = E·I steps, exploration phase A ends at T_e = tau_stop·I and
+    gradual channel pruning at T_c = channel_until·I (T_c = T_e unless the recipe parts them)."""
 
     steps_per_epoch: int
     epochs: int
@@ -21,6 +22,7 @@ class Timeline:
     channel_every: int  # ΔT
     channel_offset: int | None = None  # events at (t + offset) mod ΔT = 0; None = ΔT_p // 2
     drop_until: float | None = None  # fraction of training where hard-budget exchanges stop
+    channel_stop_epoch: int | None = None  # channel_until, in epochs; None = stop_epoch
 
     @property
     def total(self) -> int:
@@ -28,8 +30,14 @@ class Timeline:
 
     @property
     def stop(self) -> int:
-        """T_c = T_e = tau_stop · I: end of the soft-memory phase and of channel pruning."""
+        """T_e = tau_stop · I: end of the soft-memory phase A."""
         return self.steps_per_epoch * self.stop_epoch
+
+    @property
+    def channel_stop(self) -> int:
+        """T_c = channel_until · I: no channel event at or after it (default T_e)."""
+        epoch = self.stop_epoch if self.channel_stop_epoch is None else self.channel_stop_epoch
+        return self.steps_per_epoch * epoch
 
     def is_exploration(self, t: int) -> bool:
         """Every ΔT_p steps, but not on the very last step (its regrowth would never train)."""
@@ -53,12 +61,12 @@ class Timeline:
     def is_channel_event(self, t: int) -> bool:
         """(t + offset) mod ΔT = 0 and t < T_c: half-way between explorations by default, as the
         released code has it ((t + ΔT_p/2) mod ΔT; it hard-codes 500 with ΔT_p = 1000)."""
-        return t < self.stop and (t + self.offset) % self.channel_every == 0
+        return t < self.channel_stop and (t + self.offset) % self.channel_every == 0
 
     def last_channel_event(self) -> int | None:
         """The largest event step below T_c, or None when no event fits."""
         off = self.offset
-        t = self.channel_every * ((self.stop - 1 + off) // self.channel_every) - off
+        t = self.channel_every * ((self.channel_stop - 1 + off) // self.channel_every) - off
         return t if t >= 1 else None
 
 

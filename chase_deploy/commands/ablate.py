@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from chase_deploy.commands.params import FractionList, IntRange, NameList, Seeds
+from chase_deploy.commands.params import FloatRange, FractionList, IntRange, NameList, Seeds
 from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
 
 
@@ -51,6 +51,13 @@ from train.config import ABLATE_BN_BATCHES, ABLATE_CRITERIA
     help="Training batches that re-estimate BatchNorm statistics after each cut (0: none).",
 )
 @click.option(
+    "--beta",
+    type=FloatRange(min=0.0, max=1.0, hint="a number in [0, 1]"),
+    default=None,
+    help="Per-layer floor of the cut, ⌊(1 − S_c)·beta·width⌋ channels [the source recipe's "
+    "chase.beta]; 0 removes the floor.",
+)
+@click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 def command(
@@ -60,16 +67,17 @@ def command(
     out: Path | None,
     seeds: list[int] | None,
     bn_batches: int,
+    beta: float | None,
     device: str,
 ) -> None:
     """Compare channel criteria by pruning an unstructured run once and measuring accuracy.
 
     RUN_DIR must come from `chase-deploy train` with chase.channel_sparsity 0 (no channels
     removed). For every criterion and sparsity the channels are chosen by the Chase
-    controller's own scoring and selection (the recipe's beta floor and chase.align width
-    rounding), removed from final.pt without retraining, BatchNorm statistics are re-estimated
-    on training batches (as the released code does after merging), and the model is evaluated
-    on the validation set of the run's recipe. Several runs (seeds of one recipe) are reported
+    controller's own scoring and selection (the recipe's beta floor, or --beta, and chase.align
+    width rounding), removed from final.pt without retraining, BatchNorm statistics are
+    re-estimated on training batches (as the released code does after merging; the unpruned
+    baseline too), and the model is evaluated on the validation set of the run's recipe. Several runs (seeds of one recipe) are reported
     as mean ± std. Writes ablate.md (criteria x sparsities table), ablate.json and ablate.png.
 
     \b
@@ -88,7 +96,14 @@ def command(
 
     runs = _expand_seeds(run_dirs, seeds)
     path = ablate_run(
-        runs, criteria, sparsities, out, bn_batches=bn_batches, device=device, on_result=report
+        runs,
+        criteria,
+        sparsities,
+        out,
+        bn_batches=bn_batches,
+        beta=beta,
+        device=device,
+        on_result=report,
     )
     click.echo(f"wrote {path}, ablate.json and ablate.png")
 

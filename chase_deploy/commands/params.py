@@ -67,8 +67,14 @@ class IntRange(_Hinted, click.IntRange):
 class FloatRange(_Hinted, click.FloatRange):
     """click's FloatRange, finite values only, with our one-line message."""
 
-    def __init__(self, min: float | None = None, min_open: bool = False, hint: str = "") -> None:
-        click.FloatRange.__init__(self, min=min, min_open=min_open)
+    def __init__(
+        self,
+        min: float | None = None,
+        min_open: bool = False,
+        hint: str = "",
+        max: float | None = None,
+    ) -> None:
+        click.FloatRange.__init__(self, min=min, min_open=min_open, max=max)
         self.hint = hint
 
     def checked(self, value: float, param: click.Parameter | None, ctx: click.Context | None):

@@ -1,11 +1,13 @@
 """ResNets with torchvision's parameter names: CIFAR ResNet-20/32/50, ImageNet ResNet-50, quickstart.
 
 Initialization follows the released Chase code (UMM is ranked raw across layers, so the init scale
-decides which layers lose channels): the CIFAR ResNets (and ``resnet_quick``, built the same way)
-keep PyTorch's default Conv/Linear init; the ImageNet ResNet-50 uses kaiming-normal fan_in convs
-(its ``-c fanin`` model config). BatchNorm is 1/0 everywhere. The ``init`` argument (a recipe key,
-``model.init``) switches: ``torch``, ``kaiming_fan_in`` or ``kaiming_fan_out`` (torchvision's
-choice, and this project's before it followed the released code).
+decides which layers lose channels): the CIFAR ResNet-50 (and ``resnet_quick``, built the same way)
+keeps PyTorch's default Conv/Linear init; ResNet-20/32 use kaiming-normal fan_in on every Conv and
+Linear weight (the released ``cifar_resnet`` is built with ``initializers.kaiming_normal``); the
+ImageNet ResNet-50 uses kaiming-normal fan_in convs (its ``-c fanin`` model config). BatchNorm is
+1/0 everywhere. The ``init`` argument (a recipe key, ``model.init``) switches: ``torch``,
+``kaiming_fan_in`` (convs), ``kaiming_fan_in_all`` (convs and linear) or ``kaiming_fan_out``
+(torchvision's choice, and this project's before it followed the released code).
 """
 
 from __future__ import annotations
@@ -116,15 +118,20 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-INITS = ("torch", "kaiming_fan_in", "kaiming_fan_out")
+INITS = ("torch", "kaiming_fan_in", "kaiming_fan_in_all", "kaiming_fan_out")
 
 
 def _init_weights(model: nn.Module, init: str) -> None:
-    """Convs as ``init`` says (``torch``: leave PyTorch's default); Linear keeps PyTorch's default;
-    BatchNorm weight 1, bias 0."""
+    """Convs as ``init`` says (``torch``: leave PyTorch's default); Linear keeps PyTorch's default
+    except with ``kaiming_fan_in_all``; BatchNorm weight 1, bias 0. Kaiming-normal with the ReLU
+    gain √2 (the released code's ``kaiming_normal_`` default, leaky ReLU with slope 0, is the
+    same); biases keep PyTorch's default."""
+    linear_too = init == "kaiming_fan_in_all"
     for m in model.modules():
-        if isinstance(m, nn.Conv2d) and init != "torch":
-            mode = "fan_in" if init == "kaiming_fan_in" else "fan_out"
+        if (isinstance(m, nn.Conv2d) and init != "torch") or (
+            isinstance(m, nn.Linear) and linear_too
+        ):
+            mode = "fan_out" if init == "kaiming_fan_out" else "fan_in"
             nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
             nn.init.ones_(m.weight)
@@ -132,7 +139,10 @@ def _init_weights(model: nn.Module, init: str) -> None:
 
 
 @register_model
-def resnet20(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -> ResNet:
+def resnet20(
+    num_classes: int = 10, in_channels: int = 3, init: str = "kaiming_fan_in_all"
+) -> ResNet:
+    """CIFAR ResNet-20 (3 basic blocks per stage, 16/32/64), kaiming-normal fan_in as released."""
     return ResNet(
         BasicBlock,
         [3, 3, 3],
@@ -145,7 +155,10 @@ def resnet20(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -
 
 
 @register_model
-def resnet32(num_classes: int = 10, in_channels: int = 3, init: str = "torch") -> ResNet:
+def resnet32(
+    num_classes: int = 10, in_channels: int = 3, init: str = "kaiming_fan_in_all"
+) -> ResNet:
+    """CIFAR ResNet-32 (5 basic blocks per stage, 16/32/64), kaiming-normal fan_in as released."""
     return ResNet(
         BasicBlock,
         [5, 5, 5],
