@@ -142,6 +142,9 @@ class Engine:
         b = self.batches[profile]
         return ((b, 3, 8, 8),) * 3
 
+    def create_execution_context(self):
+        return Context()
+
 
 class Runtime:
     def __init__(self, logger):
@@ -157,6 +160,7 @@ class Context:
     def __init__(self, fail: str = ""):
         self.fail = fail
         self.calls: list[tuple] = []
+        self.batch = 1
 
     def _answer(self, call: str, *args) -> bool:
         self.calls.append((call, *args))
@@ -169,7 +173,11 @@ class Context:
         return self._answer("set_optimization_profile_async", index)
 
     def set_input_shape(self, name, shape):
+        self.batch = shape[0]
         return self._answer("set_input_shape", name, tuple(shape))
+
+    def get_tensor_shape(self, name):
+        return (self.batch, 3, 8, 8) if name == "input" else (self.batch, 10)
 
     def set_tensor_address(self, name, pointer):
         return self._answer("set_tensor_address", name, pointer)

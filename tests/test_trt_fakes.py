@@ -174,3 +174,106 @@ def test_a_capture_whose_enqueue_failed_is_discarded(fake_trt, fake_cuda_graphs,
     good = TrtRunner(b"plan", "n.engine")
     assert isinstance(good._capture(fake_tensorrt.Context(), stream), fake_cuda_graphs)
     assert good.graphs_used and good.graph_failure == ""
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Enough of torch.cuda for the runner on a CPU: buffers on the CPU, graphs that record their
+    replays, events that count 1 ms per launch."""
+    import torch
+
+    from chase_deploy.backends.trt import runner
+
+    replays: list[int] = []
+
+    class Graph:
+        count = 0
+
+        def __init__(self):
+            self.index = Graph.count
+            Graph.count += 1
+
+        def replay(self):
+            replays.append(self.index)
+
+    @contextlib.contextmanager
+    def capture(graph, stream=None):
+        yield
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 1.0
+
+    class Stream:
+        cuda_stream = 0
+
+        def synchronize(self):
+            pass
+
+    monkeypatch.setattr(runner, "DEVICE", "cpu")
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    return replays
+
+
+def _input_pointers(calls: list[tuple]) -> list[int]:
+    return [c[2] for c in calls if c[:2] == ("set_tensor_address", "input")]
+
+
+def _neighbours_equal(turns: list[dict]) -> bool:
+    import torch
+
+    return any(torch.equal(a["input"], b["input"]) for a, b in zip(turns, turns[1:], strict=False))
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_timed_runs_rotate_through_distinct_device_inputs(fake_trt, fake_cuda, monkeypatch, graphs):
+    """Issue 23, defect 8 for the tensorrt backend: no timed run reads the batch the run before
+    it read; with CUDA graphs each rotated batch has its own graph, captured at its addresses."""
+    import numpy as np
+
+    from chase_deploy.backends import rotation
+    from chase_deploy.backends.trt.runner import TrtRunner
+
+    fake_trt()
+    monkeypatch.setattr(rotation, "ROTATION_BYTES", 3 * 4 * 3 * 8 * 8 * 4)  # 3 batches of 4
+    runner = TrtRunner(b"plan", "m.engine", cuda_graph=graphs)
+    once = runner.timer(4)
+    prepared = runner._current
+    pointers = [t["input"].data_ptr() for t in prepared.rotation]
+    assert len(set(pointers)) == 3
+    assert not _neighbours_equal(prepared.rotation)  # distinct random contents too
+    calls = prepared.context.calls
+    setup = len(calls)
+    assert [once() for _ in range(7)] == [1.0] * 7
+    timed = calls[setup:]
+    if graphs:
+        # warm-up at the first batch, one capture per batch at its address, back to the first
+        assert _input_pointers(calls[:setup]) == [pointers[0], *pointers, pointers[0]]
+        assert [c[0] for c in calls[:setup]].count("execute_async_v3") == 4
+        assert fake_cuda == [0, 1, 2, 0, 1, 2, 0] and timed == []
+        assert runner.graphs_used
+    else:
+        assert fake_cuda == [] and prepared.graphs is None
+        assert _input_pointers(timed) == [pointers[i % 3] for i in range(7)]
+        assert [c[0] for c in timed].count("execute_async_v3") == 7
+    # run() reads the first batch of the rotation, whatever the timer left bound
+    feeds = {"input": np.full((4, 3, 8, 8), 2.0, dtype=np.float32)}
+    (out,) = runner.run(feeds)
+    assert out.shape == (4, 10)
+    assert bool((prepared.rotation[0]["input"] == 2.0).all())
+    if not graphs:
+        assert _input_pointers(calls)[-1] == pointers[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chase_deploy.backends import rotation
 from chase_deploy.backends.base import Backend, InputSpec, LoadedModel, Timer
 from chase_deploy.backends.modelfile import inspect_model_file
 from train.errors import BadInput, one_line
@@ -108,4 +109,5 @@ class TensorRTBackend(Backend):
             "strongly_typed": True,
             "io": "device buffers, no host copies in timed runs",
             "timer": self.timer_kind,
+            "inputs": rotation.DESCRIPTION,
         }

@@ -5,6 +5,11 @@ to the optimization profile that serves the batch size best (the one tuned for i
 Timed runs are bracketed by CUDA events on the context's stream, so the latency is the device
 time of one batch with no host copies. Imported only when the ``tensorrt`` backend is used.
 
+Timed runs take their inputs in turn from several distinct device batches (``rotation``), so no
+run reads an input left in L2 by the one before. With CUDA graphs each batch of the rotation has
+its own graph, captured with that batch's addresses; without, the input addresses are set before
+each timed run, outside the bracketing events. ``run`` uses the rotation's first batch.
+
 TensorRT reports many failures only by a False return (``set_optimization_profile_async``,
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); every one is checked, and
 the error goes out with the logger's last message. A capture whose ``execute_async_v3`` failed is
@@ -13,14 +18,18 @@ discarded instead of timing the replay of an empty graph.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from chase_deploy.backends import rotation
 from chase_deploy.backends.base import InputSpec, Timer
 from train.errors import BadInput, one_line
+
+DEVICE = "cuda"
 
 
 @dataclass
@@ -28,8 +37,12 @@ class _Prepared:
     batch: int
     context: object
     stream: object
-    buffers: dict  # name -> torch tensor
-    graph: object | None
+    buffers: dict  # name -> torch tensor: the rotation's first inputs and the outputs
+    rotation: list[dict]  # per rotated batch: input name -> torch tensor (the first is buffers')
+    graphs: list | None  # one CUDA graph per rotated batch, or None (runs go without graphs)
+
+    def input_addresses(self, turn: int) -> dict[str, int]:
+        return {name: t.data_ptr() for name, t in self.rotation[turn].items()}
 
 
 class TrtRunner:
@@ -126,27 +139,52 @@ class TrtRunner:
             self._fail("create_execution_context()")
         stream = torch.cuda.Stream()
         self.configure(context, batch, stream.cuda_stream)
-        buffers = {}
-        generator = torch.Generator(device="cuda").manual_seed(0)
-        for spec in self.inputs:
-            shape = spec.at_batch(batch)
-            dtype = _torch_dtype(self.engine.get_tensor_dtype(spec.name))
-            if dtype.is_floating_point:
-                t = torch.randn(shape, generator=generator, device="cuda").to(dtype)
-            else:
-                t = torch.zeros(shape, dtype=dtype, device="cuda")
-            buffers[spec.name] = t
+        generator = torch.Generator(device=DEVICE).manual_seed(0)
+        count = rotation.rotation_count(rotation.batch_bytes(self.inputs, batch))
+        turns = [self._random_inputs(batch, generator) for _ in range(count)]
+        buffers = dict(turns[0])
         for name in self.output_names:
             shape = tuple(context.get_tensor_shape(name))
             dtype = _torch_dtype(self.engine.get_tensor_dtype(name))
-            buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
+            buffers[name] = torch.empty(shape, dtype=dtype, device=DEVICE)
         self.set_addresses(context, {name: t.data_ptr() for name, t in buffers.items()})
         torch.cuda.synchronize()
         self._enqueue(context, stream)  # the first run allocates; graphs capture after it
         stream.synchronize()
-        graph = self._capture(context, stream) if self.cuda_graph else None
-        self._current = _Prepared(batch, context, stream, buffers, graph)
+        self._current = _Prepared(batch, context, stream, buffers, turns, None)
+        if self.cuda_graph:
+            self._current.graphs = self._capture_rotation(self._current)
         return self._current
+
+    def _random_inputs(self, batch: int, generator) -> dict:
+        """One batch of random device inputs in the engine's input dtypes."""
+        import torch
+
+        tensors = {}
+        for spec in self.inputs:
+            shape = spec.at_batch(batch)
+            dtype = _torch_dtype(self.engine.get_tensor_dtype(spec.name))
+            if dtype.is_floating_point:
+                t = torch.randn(shape, generator=generator, device=DEVICE).to(dtype)
+            else:
+                t = torch.zeros(shape, dtype=dtype, device=DEVICE)
+            tensors[spec.name] = t
+        return tensors
+
+    def _capture_rotation(self, prepared: _Prepared) -> list | None:
+        """One graph per rotated batch, each captured with that batch's input addresses; None if
+        any capture is discarded. The context is left pointing at the first batch."""
+        graphs = []
+        for turn in range(len(prepared.rotation)):
+            self.set_addresses(prepared.context, prepared.input_addresses(turn))
+            graph = self._capture(prepared.context, prepared.stream)
+            if graph is None:
+                graphs = None
+                self.graphs_used = False
+                break
+            graphs.append(graph)
+        self.set_addresses(prepared.context, prepared.input_addresses(0))
+        return graphs
 
     def configure(self, context, batch: int, stream_handle: int) -> None:
         """Select the optimization profile for ``batch`` and set every input's shape, checked."""
@@ -175,8 +213,9 @@ class TrtRunner:
         """Drop the prepared context, its graph and buffers (graph before context)."""
         current, self._current = self._current, None
         if current is not None:
-            current.graph = None
+            current.graphs = None
             current.buffers.clear()
+            current.rotation.clear()
             current.context = None
 
     def _enqueue(self, context, stream) -> None:
@@ -211,12 +250,14 @@ class TrtRunner:
         self.graphs_used = True
         return graph
 
-    def _launch(self, prepared: _Prepared) -> None:
+    def _launch(self, prepared: _Prepared, turn: int = 0) -> None:
+        """Run the rotation's batch ``turn`` (its graph, or an enqueue with the addresses the
+        caller set)."""
         import torch
 
-        if prepared.graph is not None:
+        if prepared.graphs is not None:
             with torch.cuda.stream(prepared.stream):
-                prepared.graph.replay()
+                prepared.graphs[turn].replay()
         else:
             self._enqueue(prepared.context, prepared.stream)
 
@@ -229,6 +270,8 @@ class TrtRunner:
         for name, array in feeds.items():
             target = prepared.buffers[name]
             target.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(target.dtype))
+        if prepared.graphs is None:
+            self.set_addresses(prepared.context, prepared.input_addresses(0))
         torch.cuda.synchronize()
         self._launch(prepared)
         prepared.stream.synchronize()
@@ -245,10 +288,15 @@ class TrtRunner:
 
         prepared = self.prepare(batch)
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        turns = itertools.cycle(range(len(prepared.rotation)))
+        rebind = prepared.graphs is None and len(prepared.rotation) > 1
 
         def once() -> float:
+            turn = next(turns)
+            if rebind:  # host calls, before the bracket opens
+                self.set_addresses(prepared.context, prepared.input_addresses(turn))
             begin.record(prepared.stream)
-            self._launch(prepared)
+            self._launch(prepared, turn)
             end.record(prepared.stream)
             end.synchronize()
             return begin.elapsed_time(end)
