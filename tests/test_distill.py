@@ -124,7 +124,13 @@ def test_recipe_keys() -> None:
 
 def test_training_distills_and_records_the_teacher(teacher: Path, tmp_path: Path) -> None:
     """The logged loss is the distillation loss: the same run with alpha → CE only differs."""
-    out = train_run(tmp_path, "kd", train=_distill(teacher))
+    recipe = write_recipe(tmp_path / "kd.yaml", train=_distill(teacher))
+    out = tmp_path / "kd"
+    result = CliRunner().invoke(main, ["train", str(recipe), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    teacher_file = (teacher / "final.pt").resolve()
+    said = f"distilling from {teacher_file} (sha256 {sha256_file(teacher_file)[:12]}): alpha "
+    assert said in result.output
     sources = load_checkpoint(out / "final.pt")["sources"]
     assert sources == {
         "teacher": {

@@ -248,6 +248,8 @@ def test_training_records_the_weights_sha256(tmp_path: Path) -> None:
         "ignored": ["fc.weight", "fc.bias"],
     }
     assert json.loads((out / "sources.json").read_text()) == {"weights": expected}
+    said = f"starting from {expected['path']} (state_dict, sha256 {expected['sha256'][:12]}, 2 keys"
+    assert said in result.output
     for ckpt in (out / "final.pt", out / "checkpoints" / "last.pt"):
         assert load_checkpoint(ckpt)["sources"] == {"weights": expected}
     assert yaml.safe_load((out / "recipe.yaml").read_text())["model"]["weights_ignore"] == ["fc.*"]

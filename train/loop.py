@@ -216,6 +216,30 @@ class Trainer:
         self.sources["teacher"] = teacher.record()
         return teacher
 
+    def _sources_lines(self) -> list[str]:
+        """What the run starts from and learns from, said once at the start."""
+        lines = []
+        weights = self.sources.get("weights")
+        if weights is not None:
+            ignored = f", {len(weights['ignored'])} keys left at init" if weights["ignored"] else ""
+            masks = (
+                "; first masks keep each layer's largest |w|"
+                if self.recipe.sparse and self.recipe.chase.density < 1
+                else ""
+            )
+            lines.append(
+                f"starting from {weights['path']} ({weights['format']}, sha256 "
+                f"{weights['sha256'][:12]}{ignored}){masks}"
+            )
+        teacher = self.sources.get("teacher")
+        if teacher is not None:
+            cfg = self.recipe.train.distill
+            lines.append(
+                f"distilling from {teacher['path']} (sha256 {teacher['sha256'][:12]}): "
+                f"alpha {cfg.alpha:g}, temperature {cfg.temperature:g}"
+            )
+        return lines
+
     def _build_shrinker(self):
         """``chase.shrink``: the model is rebuilt smaller as channels go (``train.shrink``)."""
         if not self.recipe.chase.shrink or self.chase is None or not self.channel_groups:
@@ -289,6 +313,8 @@ class Trainer:
         )
         if self.groups_note:
             log(self.groups_note, self.main)
+        for line in self._sources_lines():
+            log(line, self.main)
         if self.recipe.chase.shrink and self.recipe.chase.align < 8:
             log(
                 f"note: chase.shrink with chase.align {self.recipe.chase.align}: irregular widths "
