@@ -42,6 +42,7 @@ def write_report(
         _summary(recipe, epochs),
         "",
         *_budget_capped(metrics),
+        *_sources(files, recipe),
         "## Dense vs slim",
         "",
         *_comparison(files, slim_report, accuracy, bench_results),
@@ -146,6 +147,29 @@ def _budget_capped(metrics: list[dict]) -> list[str]:
         f"`chase.channel_sparsity` or `chase.density` to keep B).",
         "",
     ]
+
+
+def _sources(files: RunDir, recipe: Recipe) -> list[str]:
+    """What the run started from (``model.weights``) and learnt from (``train.distill``)."""
+    if not files.sources.exists():
+        return []
+    sources = json.loads(files.sources.read_text())
+    lines = []
+    weights = sources.get("weights")
+    if weights:
+        ignored = f"; left at init: {len(weights['ignored'])} keys" if weights["ignored"] else ""
+        lines.append(
+            f"- Started from `{weights['path']}` ({weights['format']}, sha256 "
+            f"`{weights['sha256'][:12]}`{ignored})."
+        )
+    teacher = sources.get("teacher")
+    if teacher:
+        cfg = recipe.train.distill
+        lines.append(
+            f"- Distilled from `{teacher['path']}` (sha256 `{teacher['sha256'][:12]}`), "
+            f"alpha {cfg.alpha:g}, temperature {cfg.temperature:g}."
+        )
+    return [*lines, ""] if lines else []
 
 
 def _model_name(path: str) -> str:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from chase_deploy.cli import main
+from chase_deploy.report import write_report
 from tests.conftest import TINY_RECIPE, assert_same_run, train_run, write_recipe
 from train.checkpoint import load_checkpoint
 from train.config import DistillConfig, recipe_from_dict
@@ -131,6 +133,11 @@ def test_training_distills_and_records_the_teacher(teacher: Path, tmp_path: Path
     teacher_file = (teacher / "final.pt").resolve()
     said = f"distilling from {teacher_file} (sha256 {sha256_file(teacher_file)[:12]}): alpha "
     assert said in result.output
+    run_recipe = recipe_from_dict(yaml.safe_load((out / "recipe.yaml").read_text()))
+    report = write_report(out, run_recipe, {}, {}, {}, {}).read_text()
+    assert (
+        f"- Distilled from `{teacher_file}` (sha256 `{sha256_file(teacher_file)[:12]}`)" in report
+    )
     sources = load_checkpoint(out / "final.pt")["sources"]
     assert sources == {
         "teacher": {

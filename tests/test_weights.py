@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from chase_deploy.cli import main
+from chase_deploy.report import write_report
 from tests.conftest import TINY_RECIPE, write_recipe
 from train.amenable import channel_umm_ws
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -253,6 +254,10 @@ def test_training_records_the_weights_sha256(tmp_path: Path) -> None:
     for ckpt in (out / "final.pt", out / "checkpoints" / "last.pt"):
         assert load_checkpoint(ckpt)["sources"] == {"weights": expected}
     assert yaml.safe_load((out / "recipe.yaml").read_text())["model"]["weights_ignore"] == ["fc.*"]
+    run_recipe = recipe_from_dict(yaml.safe_load((out / "recipe.yaml").read_text()))
+    report = write_report(out, run_recipe, {}, {}, {}, {}).read_text()
+    started = f"- Started from `{expected['path']}` (state_dict, sha256 `{expected['sha256'][:12]}`"
+    assert started + "; left at init: 2 keys)." in report
 
 
 @pytest.mark.parametrize(
