@@ -38,6 +38,7 @@ DISTILL_ROWS = (
     ("chase_sc05_skip_kd", "Chase S_c 0.5, prune skip, distilled"),
     ("chase_sc05_fromdense", "Chase S_c 0.5 from the dense weights"),
     ("chase_sc05_fromdense_kd", "Chase S_c 0.5 from the dense weights, distilled"),
+    ("chase_sc05_d1_fromdense", "channel pruning only (density 1), S_c 0.5, from dense"),
     (
         "chase_sc05_d1_fromdense_kd",
         "channel pruning only (density 1), S_c 0.5, from dense, distilled",
