@@ -94,3 +94,120 @@ def test_verdicts_name_the_dominating_dense_model(front):
     assert "(within noise)" not in first  # 1.00 points > 0.1 std
     close = front.verdicts([rows[0], _row("chase", 16, 200.0, 500.0, 85.95, 85.0, std=0.2)])
     assert "0.05 points more accurate (within noise)" in close[0]
+
+
+def _finished_run(runs: Path, name: str, seed: int, top1: float, plan: dict | None) -> Path:
+    """What prepare() leaves in a finished run: slim report, int8 report, the training plan."""
+    import json
+
+    run = runs / name / f"seed{seed}"
+    (run / "front").mkdir(parents=True)
+    (run / "final.pt").write_bytes(b"")
+    deployed = "dense" if name.startswith("dense") else "slim"
+    slim = {"params": {deployed: 1000 + seed}, "flops": {deployed: 2_500_000}}
+    (run / "front" / "slim_report.json").write_text(json.dumps(slim))
+    report = {"top1_fp32": top1, "top1_int8": top1 - 0.001, "int8_macs": {"share": 1.0}}
+    (run / "front" / f"{deployed}.int8.json").write_text(json.dumps(report))
+    if plan is not None:
+        (run / "channel_plan.json").write_text(json.dumps(plan))
+    return run
+
+
+def test_records_add_up_seeds_from_runs_that_are_gone(tmp_path, front):
+    """Seed 0 was recorded in an earlier session; seed 1 is on disk now: both are in the row."""
+    import json
+
+    records = tmp_path / "records.json"
+    plan = {"format": "chase-channel-plan", "version": 1, "layers": {}}
+    _finished_run(tmp_path / "a", "chase_sc05_w16", 0, 0.87, plan)
+    front.update_records(front.discover(tmp_path / "a", 16), records)
+    first = json.loads(records.read_text())
+    assert first == {
+        "chase_sc05_w16": {
+            "0": {
+                "top1_fp32": 0.87,
+                "top1_int8": 0.869,
+                "int8_mac_share": 1.0,
+                "params": 1000,
+                "mflops": 2.5,
+                "plan": plan,
+            }
+        }
+    }
+    runs = tmp_path / "b"  # a new machine: seed 0's directory is gone
+    _finished_run(runs, "chase_sc05_w16", 1, 0.85, plan)
+    configs = front.discover(runs, 16, front.load_records(records))
+    front.update_records(configs, records)
+    (config,) = configs
+    assert sorted(config.seeds) == [0, 1] and [r.name for r in config.runs] == ["seed1"]
+    assert sorted(json.loads(records.read_text())["chase_sc05_w16"]) == ["0", "1"]
+    rows = front.summarize(configs, {"results": []}, runs)
+    assert rows[0]["seed_list"] == [0, 1] and rows[0]["benched"] == "run"
+    assert rows[0]["top1_fp32"] == pytest.approx((86.0, 2**0.5))
+    assert rows[0]["params"] == 1000  # the first seed's model
+
+    # a configuration only in the records (another width's Chase is not this study's)
+    only = front.discover(
+        tmp_path / "empty", 16, {"dense_w12": {"2": {}}, "chase_sc05_w8": {"0": {}}}
+    )
+    assert [(c.name, sorted(c.seeds), c.runs) for c in only] == [("dense_w12", [2], [])]
+
+
+@pytest.fixture()
+def synthetic_calibration(front, monkeypatch):
+    """Calibrate speed twins on synthetic 28x28 images: CI has no Fashion-MNIST."""
+    from chase_deploy.int8.calibration import CalibrationSource
+    from train.config import load_recipe
+
+    path = ROOT / "recipes/fashion_mnist/dense.yaml"
+    sets = ["data.name=synthetic", "data.channels=1", "data.image_size=28", "data.num_val=64"]
+
+    def source(width):
+        return CalibrationSource(path, "recipe", load_recipe(path, [*sets, f"model.width={width}"]))
+
+    monkeypatch.setattr(front, "twin_calibration", source)
+
+
+def test_speed_twin_has_the_trained_runs_layer_widths(tmp_path, front, synthetic_calibration):
+    """An untrained network slimmed with a run's recorded plan: same params and MFLOPs as the
+    run's slim model (itself from other weights), quantized; a record it cannot match stops."""
+    import json
+
+    import onnx
+    import torch
+
+    from chase_deploy.export import export_onnx
+    from chase_deploy.graph.flops import layer_costs, total_params
+    from chase_deploy.graph.surgery import slim_model
+    from tests.derived_groups import groups_for
+    from tests.test_slicing import random_plan
+    from train.models import create_model
+
+    kwargs = {"width": 8, "in_channels": 1, "num_classes": 10}
+    plan = random_plan(groups_for("resnet_quick", (1, 28, 28), True, **kwargs), seed=4)
+    torch.manual_seed(7)  # "the trained run": other weights than the twin's
+    trained = export_onnx(create_model("resnet_quick", **kwargs), (2, 1, 28, 28)).model
+    dense_params = total_params(trained)
+    trained = slim_model(trained, plan, round_to=8).model
+    entry = {
+        "params": total_params(trained),
+        "mflops": sum(c.flops for c in layer_costs(trained)) / 1e6,
+        "plan": plan.to_dict(),
+    }
+    assert entry["params"] < dense_params
+    config = front.parse_name("chase_sc05_skip_w8", 8)
+    config.seeds = {3: entry}
+    fp32 = front.bench_model(config, tmp_path, int8=False)
+    assert fp32 == tmp_path / "front_twins" / "chase_sc05_skip_w8" / "slim.onnx"
+    twin = onnx.load(str(fp32))
+    assert total_params(twin) == entry["params"]
+    assert [c.flops for c in layer_costs(twin)] == [c.flops for c in layer_costs(trained)]
+    int8 = front.bench_model(config, tmp_path, int8=True)
+    report = json.loads(int8.with_suffix(".json").read_text())
+    assert report["target"] == "cpu" and report["int8_macs"]["share"] == pytest.approx(1.0)
+
+    wrong = front.parse_name("dense_w8", 8)
+    wrong.seeds = {0: {"params": 123, "mflops": 1.0, "plan": None}}
+    with pytest.raises(SystemExit, match="speed twin of dense_w8: .* but the record says 123"):
+        front.bench_model(wrong, tmp_path, int8=False)
+    assert not (tmp_path / "front_twins" / "dense_w8").exists()

@@ -11,10 +11,18 @@ them: ``dense_w12/seed0`` (dense.yaml at model.width 12), ``chase_sc05_w16/seed1
   2. its deployed model (dense.onnx of a dense run, slim.onnx of a Chase run) quantized with
      ``quantize --target cpu`` calibrated on the run's own data (512 training images), top-1 of
      fp32 and int8 on the 10 k test images recorded in the report; skipped when done;
-then the fp32 and int8 models of each configuration's first seed run in ONE interleaved
-``bench`` (batch 32, one thread; RUNS/front_bench.json, kept once written), and the script
-writes RUNS/front.md (table, and where Chase falls below the thin-dense and the dense-int8
-fronts), RUNS/front.json and the plot. Top-1 is mean ± sample std over the seeds found.
+  3. recorded in ``--records`` (default ``recipes/fashion_mnist/front_records.json``,
+     committed): per configuration and seed, top-1 fp32 and int8, the share of MACs in int8,
+     the deployed model's parameters and MFLOPs, and a Chase run's channel plan.
+The records are what the table is made of, so seeds trained in different sessions (or on
+machines whose run directories are gone) add up. Then the fp32 and int8 models of each
+configuration's first seed run in ONE interleaved ``bench`` (batch 32, one thread;
+RUNS/front_bench.json, kept while it covers the same models). A configuration whose runs are
+not on disk is benched as its *speed twin*: an untrained network of the same width, slimmed
+with the recorded plan (``--round-to 8``, so the same layer widths) and quantized the same way;
+speed needs no training, and its parameters and MFLOPs are checked against the record. The
+script writes RUNS/front.md (table, and where Chase falls below the thin-dense and the
+dense-int8 fronts), RUNS/front.json and the plot. Top-1 is mean ± sample std over the seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+RECORDS = HERE / "front_records.json"
+TWINS = "front_twins"  # RUNS/front_twins/<config>/: speed twins of configurations not on disk
 NAME = re.compile(r"^(dense|chase_sc05|chase_sc05_skip)_w(\d+)(?:_sc([0-9.]+))?$")
 BENCH = "front_bench.json"
 DEPLOY = "front"  # RUN/front/: this study's slim (round_to 8) and int8 models
@@ -41,7 +52,8 @@ class Config:
     width: int
     sc: float
     skip: bool
-    runs: list[Path] = field(default_factory=list)
+    runs: list[Path] = field(default_factory=list)  # finished runs on disk
+    seeds: dict[int, dict] = field(default_factory=dict)  # seed -> record (runs included)
 
     @property
     def deployed(self) -> str:
@@ -56,28 +68,77 @@ class Config:
         return run / DEPLOY / f"{self.deployed}{'.int8' if int8 else ''}.onnx"
 
 
-def discover(runs: Path, width: int) -> list[Config]:
-    """Every configuration with at least one finished seed; Chase only at ``width``."""
-    found = []
-    for folder in sorted(p for p in runs.iterdir() if p.is_dir()):
-        m = NAME.match(folder.name)
-        if not m:
+def parse_name(name: str, width: int) -> Config | None:
+    """The configuration a run folder (or a record) names; None for other recipes and widths."""
+    m = NAME.match(name)
+    if not m:
+        return None
+    stem, w, sc = m.group(1), int(m.group(2)), m.group(3)
+    kind = "dense" if stem == "dense" else "chase"
+    if kind == "chase" and w != width:
+        return None
+    return Config(
+        name, kind, w, 0.0 if kind == "dense" else float(sc or 0.5), stem.endswith("_skip")
+    )
+
+
+def discover(runs: Path, width: int, records: dict | None = None) -> list[Config]:
+    """Every configuration with a finished seed on disk or in ``records``; Chase only at ``width``."""
+    found: dict[str, Config] = {}
+    folders = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    for folder in folders:
+        config = parse_name(folder.name, width)
+        if config is None:
             continue
-        stem, w, sc = m.group(1), int(m.group(2)), m.group(3)
-        kind = "dense" if stem == "dense" else "chase"
-        if kind == "chase" and w != width:
-            continue
-        config = Config(
-            folder.name,
-            kind,
-            w,
-            0.0 if kind == "dense" else float(sc or 0.5),
-            stem.endswith("_skip"),
-        )
         config.runs = sorted(p for p in folder.glob("seed*") if (p / "final.pt").is_file())
         if config.runs:
-            found.append(config)
-    return sorted(found, key=lambda c: (c.kind, c.skip, c.width, c.sc))
+            found[config.name] = config
+    for name, seeds in (records or {}).items():
+        config = found.get(name) or parse_name(name, width)
+        if config is not None and seeds:
+            config.seeds.update({int(s): r for s, r in seeds.items()})
+            found[name] = config
+    return sorted(found.values(), key=lambda c: (c.kind, c.skip, c.width, c.sc))
+
+
+def seed_of(run: Path) -> int:
+    return int(run.name.removeprefix("seed"))
+
+
+def load_records(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record(config: Config, run: Path) -> dict:
+    """What the table needs of one finished run, and what its speed twin is built from."""
+    report = json.loads(config.model(run, True).with_suffix(".json").read_text())
+    slim = json.loads((run / DEPLOY / "slim_report.json").read_text())
+    plan = run / "channel_plan.json"
+    return {
+        "top1_fp32": report["top1_fp32"],
+        "top1_int8": report["top1_int8"],
+        "int8_mac_share": report["int8_macs"]["share"],
+        "params": slim["params"][config.deployed],
+        "mflops": slim["flops"][config.deployed] / 1e6,
+        "plan": json.loads(plan.read_text()) if config.kind == "chase" else None,
+    }
+
+
+def update_records(configs: list[Config], path: Path) -> dict:
+    """Record every finished run on disk (a run replaces its seed's record); write atomically."""
+    from train.atomic import write_bytes
+
+    records = load_records(path)
+    for c in configs:
+        for run in c.runs:
+            entry = record(c, run)
+            c.seeds[seed_of(run)] = entry
+            records.setdefault(c.name, {})[str(seed_of(run))] = entry
+    records = {
+        k: dict(sorted(v.items(), key=lambda i: int(i[0]))) for k, v in sorted(records.items())
+    }
+    write_bytes(path, (json.dumps(records, indent=1) + "\n").encode())
+    return records
 
 
 def prepare(config: Config, run: Path) -> None:
@@ -96,13 +157,68 @@ def prepare(config: Config, run: Path) -> None:
         quantize_file(config.model(run), run, int8, settings)
 
 
+def twin(config: Config, runs: Path) -> Path:
+    """The fp32 model of a configuration with no run on disk: an untrained network of its width,
+    slimmed with its first recorded seed's plan, quantized like the runs; built once."""
+    import onnx
+
+    from chase_deploy.export import export_onnx
+    from chase_deploy.graph.flops import layer_costs, total_params
+    from chase_deploy.graph.surgery import slim_model
+    from chase_deploy.int8.quantize import Settings, quantize_file
+    from train.atomic import write_bytes
+    from train.models import create_model
+    from train.plan import parse_plan
+
+    seed = min(config.seeds)
+    entry, folder = config.seeds[seed], runs / TWINS / config.name
+    fp32 = folder / f"{config.deployed}.onnx"
+    int8 = folder / f"{config.deployed}.int8.onnx"
+    if int8.is_file():
+        return fp32
+    print(f"speed twin of {config.name} (seed {seed}'s record)", flush=True)
+    model = create_model("resnet_quick", width=config.width, in_channels=1, num_classes=10)
+    proto = export_onnx(model, (2, 1, 28, 28)).model
+    if entry["plan"] is not None:
+        plan = parse_plan(entry["plan"], source=f"{config.name} seed {seed} record")
+        proto = slim_model(proto, plan, round_to=8).model
+    params, mflops = total_params(proto), sum(c.flops for c in layer_costs(proto)) / 1e6
+    if params != entry["params"] or abs(mflops - entry["mflops"]) > 1e-6 * entry["mflops"]:
+        raise SystemExit(
+            f"speed twin of {config.name}: {params:,} params, {mflops:.3f} MFLOPs, but the "
+            f"record says {entry['params']:,} and {entry['mflops']:.3f}; retrain a seed instead"
+        )
+    write_bytes(fp32, proto.SerializeToString())
+    settings = Settings(target="cpu", samples=None, allow_drop=True)
+    quantize_file(fp32, twin_calibration(config.width), int8, settings)
+    onnx.checker.check_model(str(int8))
+    return fp32
+
+
+def twin_calibration(width: int):
+    """The runs' calibration data: 512 Fashion-MNIST training images (any recipe's, same data)."""
+    from chase_deploy.int8.calibration import CalibrationSource
+    from train.config import load_recipe
+
+    path = HERE / "dense.yaml"
+    return CalibrationSource(path, "recipe", load_recipe(path, [f"model.width={width}"]))
+
+
+def bench_model(config: Config, runs: Path, int8: bool) -> Path:
+    """The first seed's model on disk, else the speed twin's."""
+    if config.runs:
+        return config.model(config.runs[0], int8)
+    fp32 = twin(config, runs)
+    return fp32.with_suffix(".int8.onnx") if int8 else fp32
+
+
 def bench(configs: list[Config], runs: Path, duration_s: float) -> dict:
     """fp32 and int8 of every configuration's first seed, one interleaved run; kept while it
     covers the same models (a configuration finished since then re-runs all of them)."""
     from chase_deploy.bench import benchmark
 
     path = runs / BENCH
-    models = [str(c.model(c.runs[0], int8)) for c in configs for int8 in (False, True)]
+    models = [str(bench_model(c, runs, int8)) for c in configs for int8 in (False, True)]
     if path.is_file():
         kept = json.loads(path.read_text())
         if sorted({r["model"] for r in kept["results"]}) == sorted(models):
@@ -119,15 +235,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(configs: list[Config], result: dict) -> list[dict]:
+def summarize(configs: list[Config], result: dict, runs: Path) -> list[dict]:
     speed = {r["model"]: r["throughput"] for r in result["results"] if r["batch"] == BATCH}
     rows = []
     for c in configs:
-        reports = [
-            json.loads(c.model(run, True).with_suffix(".json").read_text()) for run in c.runs
-        ]
-        slim = json.loads((c.runs[0] / DEPLOY / "slim_report.json").read_text())
-        fp32, int8 = (mean_std([100 * r[k] for r in reports]) for k in ("top1_fp32", "top1_int8"))
+        entries = [c.seeds[s] for s in sorted(c.seeds)]
+        first = entries[0]
+        fp32, int8 = (mean_std([100 * e[k] for e in entries]) for k in ("top1_fp32", "top1_int8"))
         rows.append(
             {
                 "config": c.name,
@@ -136,14 +250,16 @@ def summarize(configs: list[Config], result: dict) -> list[dict]:
                 "width": c.width,
                 "sc": c.sc,
                 "skip": c.skip,
-                "seeds": len(c.runs),
-                "mflops": slim["flops"][c.deployed] / 1e6,
-                "params": slim["params"][c.deployed],
+                "seeds": len(entries),
+                "seed_list": sorted(c.seeds),
+                "benched": "run" if c.runs else "speed twin",
+                "mflops": first["mflops"],
+                "params": first["params"],
                 "top1_fp32": fp32,
                 "top1_int8": int8,
-                "int8_mac_share": statistics.fmean(r["int8_macs"]["share"] for r in reports),
-                "throughput_fp32": speed.get(str(c.model(c.runs[0]))),
-                "throughput_int8": speed.get(str(c.model(c.runs[0], True))),
+                "int8_mac_share": statistics.fmean(e["int8_mac_share"] for e in entries),
+                "throughput_fp32": speed.get(str(bench_model(c, runs, False))),
+                "throughput_int8": speed.get(str(bench_model(c, runs, True))),
             }
         )
     return rows
@@ -208,13 +324,14 @@ def table(rows: list[dict]) -> list[str]:
             else f"Chase S_c {r['sc']:g}{', prune skip' if r['skip'] else ''}"
         )
         f, i = r["throughput_fp32"], r["throughput_int8"]
+        seeds = ", ".join(map(str, r["seed_list"])) + ("*" if r["benched"] != "run" else "")
         out.append(
-            f"| {name} | {r['seeds']} | {r['params']:,} | {r['mflops']:.2f} | "
+            f"| {name} | {seeds} | {r['params']:,} | {r['mflops']:.2f} | "
             f"{r['top1_fp32'][0]:.2f} ± {r['top1_fp32'][1]:.2f} | "
             f"{r['top1_int8'][0]:.2f} ± {r['top1_int8'][1]:.2f} | {r['int8_mac_share']:.0%} | "
             f"{f:,.0f} | {i:,.0f} | {i / f:.2f}x |"
             if f and i
-            else f"| {name} | {r['seeds']} | | | | | | | | |"
+            else f"| {name} | {seeds} | | | | | | | | |"
         )
     return out
 
@@ -251,19 +368,28 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="the Chase runs' model.width")
     parser.add_argument("--duration-s", type=float, default=4.0)
     parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--prepare-only", action="store_true", help="slim and quantize only")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the committed records")
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="slim, quantize and record only"
+    )
     args = parser.parse_args()
-    configs = discover(args.runs, args.width)
+    configs = discover(args.runs, args.width, load_records(args.records))
     for config in configs:
         for run in config.runs:
             prepare(config, run)
+    update_records(configs, args.records)
     if args.prepare_only:
         return
-    rows = summarize(configs, bench(configs, args.runs, args.duration_s))
+    args.runs.mkdir(parents=True, exist_ok=True)
+    rows = summarize(configs, bench(configs, args.runs, args.duration_s), args.runs)
     text = [
         f"# Fashion-MNIST accuracy-speed front (Chase at width {args.width})",
         "",
         *table(rows),
+        "",
+        "Seeds: top-1 is their mean ± sample std (records of finished runs, `--records`). "
+        "\\*: no run on disk, benched as its speed twin (an untrained network with the recorded "
+        "layer widths).",
         "",
         "## Against the fronts",
         "",
