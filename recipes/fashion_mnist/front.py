@@ -124,6 +124,19 @@ def record(config: Config, run: Path) -> dict:
     }
 
 
+def records_json(records: dict) -> str:
+    """Sorted, one line per seed: a new seed is a one-line diff."""
+    blocks = []
+    for name, seeds in sorted(records.items()):
+        lines = [f"  {json.dumps(s)}: {json.dumps(e)}" for s, e in sorted(seeds.items(), key=_seed)]
+        blocks.append(f"  {json.dumps(name)}: {{\n" + ",\n".join("  " + x for x in lines) + "\n  }")
+    return "{\n" + ",\n".join(blocks) + "\n}\n"
+
+
+def _seed(item: tuple[str, dict]) -> int:
+    return int(item[0])
+
+
 def update_records(configs: list[Config], path: Path) -> dict:
     """Record every finished run on disk (a run replaces its seed's record); write atomically."""
     from train.atomic import write_bytes
@@ -134,10 +147,7 @@ def update_records(configs: list[Config], path: Path) -> dict:
             entry = record(c, run)
             c.seeds[seed_of(run)] = entry
             records.setdefault(c.name, {})[str(seed_of(run))] = entry
-    records = {
-        k: dict(sorted(v.items(), key=lambda i: int(i[0]))) for k, v in sorted(records.items())
-    }
-    write_bytes(path, (json.dumps(records, indent=1) + "\n").encode())
+    write_bytes(path, records_json(records).encode())
     return records
 
 
