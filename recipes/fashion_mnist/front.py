@@ -188,7 +188,7 @@ def twin(config: Config, runs: Path) -> Path:
         return fp32
     print(f"speed twin of {config.name} (seed {seed}'s record)", flush=True)
     model = create_model("resnet_quick", width=config.width, in_channels=1, num_classes=10)
-    proto = export_onnx(model, (2, 1, 28, 28)).model
+    proto = export_onnx(distinct_norms(model), (2, 1, 28, 28)).model
     if entry["plan"] is not None:
         plan = parse_plan(entry["plan"], source=f"{config.name} seed {seed} record")
         proto = slim_model(proto, plan, round_to=8).model
@@ -203,6 +203,24 @@ def twin(config: Config, runs: Path) -> Path:
     quantize_file(fp32, twin_calibration(config.width), int8, settings)
     onnx.checker.check_model(str(int8))
     return fp32
+
+
+def distinct_norms(model):
+    """Random BatchNorm statistics and affine terms: an untrained network's ones and zeros repeat
+    across layers, and the exporter shares repeated constants, which a trained network has none of
+    (it would count fewer parameters than the run it stands for)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen))
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.randn(n, generator=gen))
+                m.bias.copy_(torch.randn(n, generator=gen))
+    return model
 
 
 def twin_calibration(width: int):
