@@ -339,6 +339,12 @@ def verdicts(rows: list[dict]) -> list[str]:
     return lines
 
 
+def top1(row: dict, form: str) -> str:
+    """Mean ± sample std over the seeds; one seed has no spread to show."""
+    mean, std = row[f"top1_{form}"]
+    return f"{mean:.2f} ± {std:.2f}" if row["seeds"] > 1 else f"{mean:.2f}"
+
+
 def table(rows: list[dict]) -> list[str]:
     out = [
         "| model | seeds | params | MFLOPs | top-1 fp32 % | top-1 int8 % | MACs in int8 "
@@ -355,8 +361,7 @@ def table(rows: list[dict]) -> list[str]:
         seeds = ", ".join(map(str, r["seed_list"])) + ("*" if r["benched"] != "run" else "")
         out.append(
             f"| {name} | {seeds} | {r['params']:,} | {r['mflops']:.2f} | "
-            f"{r['top1_fp32'][0]:.2f} ± {r['top1_fp32'][1]:.2f} | "
-            f"{r['top1_int8'][0]:.2f} ± {r['top1_int8'][1]:.2f} | {r['int8_mac_share']:.0%} | "
+            f"{top1(r, 'fp32')} | {top1(r, 'int8')} | {r['int8_mac_share']:.0%} | "
             f"{f:,.0f} | {i:,.0f} | {i / f:.2f}x |"
             if f and i
             else f"| {name} | {seeds} | | | | | | | | |"
