@@ -137,7 +137,7 @@ def _seed(item: tuple[str, dict]) -> int:
     return int(item[0])
 
 
-def update_records(configs: list[Config], path: Path) -> dict:
+def update_records(configs: list[Config], path: Path) -> None:
     """Record every finished run on disk (a run replaces its seed's record); write atomically."""
     from train.atomic import write_bytes
 
@@ -148,7 +148,6 @@ def update_records(configs: list[Config], path: Path) -> dict:
             c.seeds[seed_of(run)] = entry
             records.setdefault(c.name, {})[str(seed_of(run))] = entry
     write_bytes(path, records_json(records).encode())
-    return records
 
 
 def prepare(config: Config, run: Path) -> None:
