@@ -1,6 +1,6 @@
 """INT8 on top of slim: how much faster, and at what cost in top-1. Opt-in, not collected by pytest.
 
-    python tests/perf/int8_speedup.py [--duration-s 6] [--batches 8] [--threads 2] [--round-to 8,16] [--json OUT]
+    python tests/perf/int8_speedup.py [--duration-s 6] [--batches 8] [--threads 1,2] [--round-to 8,16] [--json OUT]
     python tests/perf/int8_speedup.py --skip-speed --runs runs/quickstart runs/fmnist/dense_w16/seed0/slim
 
 Speed (the DESIGN's numbers): slim_speedup.py's synthetic ResNet-50 with Table-15-like irregular
@@ -69,24 +69,37 @@ def speed(args: argparse.Namespace) -> dict:
             print(f"{name}-int8: {report['int8_macs']['share']:.1%} of MACs in int8 on ORT CPU")
             print(f"  ORT CPU optimized graph: {report['onnxruntime_cpu']['ops']}")
             models[f"{name}-int8"] = out
-        result = benchmark(
-            [str(p) for p in models.values()],
-            backend="ort-cpu",
-            batches=args.batches,
-            warmup_ms=500,
-            duration_s=args.duration_s,
-            threads=args.threads,
-        )
-        print(format_table(result))
+        runs = {}
+        for threads in args.threads:
+            result = benchmark(
+                [str(p) for p in models.values()],
+                backend="ort-cpu",
+                batches=args.batches,
+                warmup_ms=500,
+                duration_s=args.duration_s,
+                threads=threads,
+            )
+            print(format_table(result))
+            runs[threads] = result
+        rows = [
+            row
+            for threads, result in runs.items()
+            for row in speed_rows(result, models, bounds, threads)
+        ]
+    return {"rows": rows, "environment": result["environment"]}
+
+
+def speed_rows(result: dict, models: dict, bounds: dict, threads: int) -> list[dict]:
+    """Each slim width's speedups in one interleaved run, printed and returned."""
     by_path = {str(p): n for n, p in models.items()}
     rows = []
-    for batch in args.batches:
+    for batch in sorted({r["batch"] for r in result["results"]}):
         ms = {
             by_path[r["model"]]: r["latency_ms"]["median"]
             for r in result["results"]
             if r["batch"] == batch
         }
-        print(f"\nbatch {batch}, ONNX Runtime CPU, {args.threads} threads, one interleaved run:")
+        print(f"\nbatch {batch}, ONNX Runtime CPU, {threads} threads, one interleaved run:")
         for n, v in ms.items():
             print(f"  {n:>13}: {v:9.2f} ms  {ms['dense'] / v:5.2f}x dense fp32")
         for slim, bound in bounds.items():
@@ -95,6 +108,7 @@ def speed(args: argparse.Namespace) -> dict:
             rows.append(
                 {
                     "batch": batch,
+                    "threads": threads,
                     "slim": slim,
                     "ms": ms,
                     "speedup_vs_dense_fp32": {n: ms["dense"] / v for n, v in ms.items()},
@@ -108,7 +122,7 @@ def speed(args: argparse.Namespace) -> dict:
                 f"dense int8; FLOP bound {bound:.2f}x -> {fp32_ratio / bound:.2f} (fp32) and "
                 f"{int8_ratio / bound:.2f} (int8) of it"
             )
-    return {"rows": rows, "environment": result["environment"]}
+    return rows
 
 
 def accuracy(runs: list[Path]) -> list[dict]:
@@ -144,7 +158,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=6.0)
     parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[8])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=lambda s: [int(t) for t in s.split(",")],
+        default=[2],
+        help="ORT intra-op threads; 1,2: one interleaved run for each, same models",
+    )
     parser.add_argument(
         "--round-to",
         type=lambda s: [int(n) for n in s.split(",")],
