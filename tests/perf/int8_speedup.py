@@ -69,7 +69,7 @@ def speed(args: argparse.Namespace) -> dict:
             print(f"{name}-int8: {report['int8_macs']['share']:.1%} of MACs in int8 on ORT CPU")
             print(f"  ORT CPU optimized graph: {report['onnxruntime_cpu']['ops']}")
             models[f"{name}-int8"] = out
-        runs = {}
+        rows = []
         for threads in args.threads:
             result = benchmark(
                 [str(p) for p in models.values()],
@@ -80,12 +80,7 @@ def speed(args: argparse.Namespace) -> dict:
                 threads=threads,
             )
             print(format_table(result))
-            runs[threads] = result
-        rows = [
-            row
-            for threads, result in runs.items()
-            for row in speed_rows(result, models, bounds, threads)
-        ]
+            rows += speed_rows(result, models, bounds, threads)
     return {"rows": rows, "environment": result["environment"]}
 
 
@@ -154,19 +149,24 @@ def accuracy(runs: list[Path]) -> list[dict]:
     return rows
 
 
+def int_list(text: str) -> list[int]:
+    """``8,16`` -> [8, 16]: options that run once per value."""
+    return [int(n) for n in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=6.0)
-    parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[8])
+    parser.add_argument("--batches", type=int_list, default=[8])
     parser.add_argument(
         "--threads",
-        type=lambda s: [int(t) for t in s.split(",")],
+        type=int_list,
         default=[2],
         help="ORT intra-op threads; 1,2: one interleaved run for each, same models",
     )
     parser.add_argument(
         "--round-to",
-        type=lambda s: [int(n) for n in s.split(",")],
+        type=int_list,
         default=[8],
         help="slim widths in multiples of each N (8,16: both, in the same run)",
     )
